@@ -1,0 +1,1 @@
+//! Safe, parallel zip extraction (being written).

@@ -1,0 +1,1 @@
+//! DMS Enterprise API simulator (being written).

@@ -1,0 +1,1 @@
+//! OSS presigned-URL simulator (being written).

@@ -1,0 +1,1 @@
+//! Sample export zips (being written).
