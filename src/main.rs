@@ -1,2 +1,5 @@
-//! Binary.
-fn main() {}
+//! The `dmstrack` binary: everything lives in the library; see `dmstrack::cli`.
+
+fn main() -> std::process::ExitCode {
+    dmstrack::cli::main()
+}

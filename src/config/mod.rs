@@ -309,7 +309,7 @@ pub enum TicketSource {
         download_key_id: String,
     },
     /// dmstrack starts the export itself, exactly once.
-    Export(ExportSpec),
+    Export(Box<ExportSpec>),
 }
 
 /// One watched ticket.

@@ -511,7 +511,7 @@ fn validate_tickets(
                 }
                 TicketSource::Existing { download_key_id: k }
             }
-            (None, Some(e)) => TicketSource::Export(validate_export(c, i, e)),
+            (None, Some(e)) => TicketSource::Export(Box::new(validate_export(c, i, e))),
         };
         let identity = (t.order_id, source.clone());
         if !seen.insert(identity) {

@@ -33,3 +33,50 @@ impl Credentials {
         }
     }
 }
+
+// ---- TEMPORARY STUB (replaced by the credentials branch at merge) ----
+/// Error resolving credentials.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialError(pub String);
+impl CredentialError {
+    /// Restarting will not help.
+    pub fn is_config(&self) -> bool {
+        true
+    }
+}
+/// Snapshot of the environment.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialEnv;
+impl CredentialEnv {
+    /// From the process.
+    pub fn from_process() -> Self {
+        Self
+    }
+}
+/// Provider.
+#[derive(Debug, Clone)]
+pub struct CredentialProvider(std::sync::Arc<Credentials>);
+impl CredentialProvider {
+    /// Build.
+    pub fn new(
+        settings: &crate::config::CredentialsSettings,
+        _env: CredentialEnv,
+    ) -> Result<Self, CredentialError> {
+        Ok(Self(std::sync::Arc::new(Credentials::new(
+            settings.access_key_id.clone().unwrap_or_default(),
+            settings.access_key_secret.clone().unwrap_or_default(),
+            settings.security_token.clone(),
+        ))))
+    }
+    /// Get.
+    pub async fn get(&self) -> Result<Credentials, CredentialError> {
+        Ok((*self.0).clone())
+    }
+    /// Invalidate.
+    pub fn invalidate(&self) {}
+    /// Describe.
+    pub fn describe(&self) -> String {
+        "static".into()
+    }
+}

@@ -1,0 +1,122 @@
+//! `dmstrack check [--online]`: validates the config (every problem with `file:line:column`),
+//! warns about inline secrets in a file others can read, and with `--online` resolves the
+//! credentials and queries each ticket once.
+
+use std::path::Path;
+
+use super::{Exit, one_shot_client};
+use crate::config::{Config, ConfigEnv, TicketSource};
+use crate::dms::DownloadStatus;
+
+pub(super) async fn run(path: &Path, env: &ConfigEnv, online: bool) -> Exit {
+    let config = match Config::load(path, env) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return Exit::Config;
+        }
+    };
+    println!(
+        "{}: OK ({} ticket(s))",
+        config.source.display(),
+        config.tickets.len()
+    );
+    if config.tickets.is_empty() {
+        eprintln!(
+            "warning: {}: no [[tickets]]: the daemon will have nothing to do",
+            config.source.display()
+        );
+    }
+    if let Some(warning) = inline_secret_warning(&config) {
+        eprintln!("warning: {warning}");
+    }
+    if !online {
+        return match crate::credentials::CredentialProvider::new(
+            &config.credentials,
+            crate::credentials::CredentialEnv::from_process(),
+        ) {
+            Ok(provider) => {
+                println!("credentials: {}", provider.describe());
+                Exit::Success
+            }
+            Err(err) => {
+                eprintln!("credentials: {err}");
+                Exit::Failure
+            }
+        };
+    }
+    online_check(&config).await
+}
+
+async fn online_check(config: &Config) -> Exit {
+    let client = match one_shot_client(config).await {
+        Ok(client) => client,
+        Err(Exit::Config) => return Exit::Failure,
+        Err(exit) => return exit,
+    };
+    if let Err(err) = client.credentials().get().await {
+        eprintln!("credentials: {err}");
+        return if err.is_config() {
+            Exit::Failure
+        } else {
+            Exit::TempFail
+        };
+    }
+    println!("credentials: {}", client.credentials().describe());
+    let mut exit = Exit::Success;
+    for ticket in &config.tickets {
+        let name = match &ticket.label {
+            Some(label) => format!("order {} ({label})", ticket.order_id),
+            None => format!("order {}", ticket.order_id),
+        };
+        let key = match &ticket.source {
+            TicketSource::Existing { download_key_id } => download_key_id.clone(),
+            TicketSource::Export(_) => {
+                println!("{name}: export not started yet; nothing to query");
+                continue;
+            }
+        };
+        match client.query_status(ticket.order_id, &key, ticket.tid).await {
+            Ok(status) => {
+                let detail = status
+                    .status_desc
+                    .as_deref()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                println!("{name} key {key}: {}{detail}", status.status.as_str());
+                if status.status == DownloadStatus::Fail {
+                    exit = Exit::Failure;
+                }
+            }
+            Err(err) => {
+                eprintln!("{name} key {key}: {err}");
+                match err.exit_code() {
+                    75 => return Exit::TempFail,
+                    78 => return Exit::Failure,
+                    _ => exit = Exit::Failure,
+                }
+            }
+        }
+    }
+    exit
+}
+
+/// A secret written inline in a file that group or others can read is a leak waiting to
+/// happen: say so, and say how to fix it.
+fn inline_secret_warning(config: &Config) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if config.inline_secret_keys.is_empty() {
+        return None;
+    }
+    let mode = std::fs::metadata(&config.source).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{}: {} written inline in a file readable by group or others (mode {:04o}); \
+             use access_key_secret_file (systemd LoadCredential=) or chmod 600",
+            config.source.display(),
+            config.inline_secret_keys.join(" and "),
+            mode
+        )
+    })
+}

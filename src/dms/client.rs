@@ -1,0 +1,725 @@
+//! The DMS API client: signs every attempt anew, holds the process-wide rate limit, retries
+//! what is worth retrying and stops at once on what is not.
+//!
+//! Requests are sent like the official SDK: POST `/`, every parameter in the query string,
+//! empty body. One table decides what is retried ([`classify`]): throttling (`Throttling*`
+//! codes, HTTP 429 and 503, `x-acs-retry-after`), other 5xx, malformed answers and transport
+//! errors are retried with jittered exponential backoff up to `dms.max_attempts`; auth and
+//! signature errors fail at once with the gateway's `Code`, `Message` and `RequestId`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, USER_AGENT};
+use tracing::{debug, info};
+
+use super::signer::{self, RpcRequest, SignatureVersion};
+use super::types::*;
+use crate::config::{DmsSettings, ExportSpec};
+use crate::credentials::{CredentialError, CredentialProvider, Credentials};
+use crate::ratelimit::RateLimiter;
+use crate::retry::{Backoff, retry_after};
+
+/// Backoff between attempts of one call when the server gives no hint: 0.5 s, 1 s, 2 s, …
+/// capped at 10 s, ±20 %. Short on purpose: the ticket's own poll schedule is the long loop.
+const CALL_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(10),
+    multiplier: 2.0,
+    jitter: 0.2,
+};
+
+/// The source of request timestamps; tests inject a skewed clock.
+pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
+
+/// An error answer from the gateway or from DMS itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayError {
+    /// HTTP status.
+    pub http_status: u16,
+    /// `Code` (gateway) or `ErrorCode` (DMS).
+    pub code: String,
+    /// `Message` or `ErrorMessage`, with any echoed string-to-sign removed.
+    pub message: String,
+    /// `RequestId`.
+    pub request_id: String,
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = if self.code.is_empty() {
+            "(no code)"
+        } else {
+            &self.code
+        };
+        write!(f, "{code}")?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        write!(f, " (HTTP {}", self.http_status)?;
+        if !self.request_id.is_empty() {
+            write!(f, ", RequestId {}", self.request_id)?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DmsError {
+    /// Credentials or signature refused: restarting will not help.
+    #[error("{action} was refused: {detail}")]
+    Auth {
+        /// The action.
+        action: &'static str,
+        /// The gateway's answer.
+        detail: GatewayError,
+    },
+    /// Retryable failures until the attempts ran out.
+    #[error("{action}: the API could not be reached ({attempts} attempt(s)); last error: {last}")]
+    Unavailable {
+        /// The action.
+        action: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// A definite refusal that is not about credentials (bad parameter, `Success=false`, …).
+    #[error("{action} failed: {detail}")]
+    Api {
+        /// The action.
+        action: &'static str,
+        /// The answer.
+        detail: GatewayError,
+    },
+    /// A success answer that makes no sense (no key, an unusable URL).
+    #[error("{action}: unexpected answer: {message}")]
+    Invalid {
+        /// The action.
+        action: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Credentials could not be resolved.
+    #[error("{action}: credentials: {source}")]
+    Credentials {
+        /// The action.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: CredentialError,
+    },
+}
+
+impl DmsError {
+    /// The process exit code this error calls for (SPEC.md): 78 when the configuration or the
+    /// credentials are wrong, 75 when the API could not be reached, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Auth { .. } => 78,
+            Self::Credentials { source, .. } if source.is_config() => 78,
+            Self::Credentials { .. } | Self::Unavailable { .. } => 75,
+            Self::Api { .. } | Self::Invalid { .. } => 1,
+        }
+    }
+
+    /// True when the credentials or signature were refused.
+    pub fn is_auth(&self) -> bool {
+        self.exit_code() == 78
+    }
+}
+
+/// What one attempt's answer means.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Verdict {
+    /// A successful answer: the parsed body.
+    Done(serde_json::Value),
+    /// Worth another attempt, after the server's hint if it gave one.
+    Retry {
+        reason: String,
+        hint: Option<Duration>,
+    },
+    /// The STS token expired: refresh the credentials once and retry.
+    RefreshCredentials(GatewayError),
+    /// Credentials or signature refused.
+    Auth(GatewayError),
+    /// Any other definite refusal.
+    Refused(GatewayError),
+}
+
+/// The retry table, as a pure function of one HTTP answer.
+pub(crate) fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Verdict {
+    let hint = retry_after(headers, now);
+    if (200..300).contains(&status) {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Verdict::Retry {
+                reason: format!("malformed JSON answer (HTTP {status})"),
+                hint,
+            };
+        };
+        let Ok(envelope) = serde_json::from_value::<Envelope>(value.clone()) else {
+            return Verdict::Retry {
+                reason: format!("unexpected answer shape (HTTP {status})"),
+                hint,
+            };
+        };
+        if envelope.success == Some(true) {
+            return Verdict::Done(value);
+        }
+        let error = GatewayError {
+            http_status: status,
+            code: envelope.error_code.unwrap_or_default(),
+            message: sanitize_message(
+                envelope
+                    .error_message
+                    .as_deref()
+                    .unwrap_or("Success is not true"),
+            ),
+            request_id: envelope.request_id,
+        };
+        return verdict_for_code(error, hint);
+    }
+    let error = parse_gateway_error(status, headers, body);
+    if status == 429 || status == 503 {
+        return Verdict::Retry {
+            reason: error.to_string(),
+            hint,
+        };
+    }
+    match verdict_for_code(error, hint) {
+        Verdict::Refused(error) if status >= 500 => Verdict::Retry {
+            reason: error.to_string(),
+            hint,
+        },
+        other => other,
+    }
+}
+
+fn verdict_for_code(error: GatewayError, hint: Option<Duration>) -> Verdict {
+    let code = error.code.as_str();
+    if code.starts_with("Throttling") || code == "ServiceUnavailable" || code == "InternalError" {
+        return Verdict::Retry {
+            reason: error.to_string(),
+            hint,
+        };
+    }
+    // A reused nonce means another request beat us to it (or a proxy replayed one); a fresh
+    // nonce on the next attempt fixes it.
+    if code == "SignatureNonceUsed" {
+        return Verdict::Retry {
+            reason: error.to_string(),
+            hint,
+        };
+    }
+    if code == "InvalidSecurityToken.Expired" {
+        return Verdict::RefreshCredentials(error);
+    }
+    let auth_prefixes = [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "Forbidden",
+        "NoPermission",
+        "InvalidTimeStamp",
+        "InvalidSecurityToken",
+        "MissingSecurityToken",
+        "InvalidAccessKeySecret",
+    ];
+    if auth_prefixes.iter().any(|p| code.starts_with(p)) || error.http_status == 401 {
+        return Verdict::Auth(error);
+    }
+    Verdict::Refused(error)
+}
+
+/// Reads a gateway error body: JSON `{RequestId, HostId, Code, Message}`, or the XML form when
+/// the gateway says so in its content type.
+fn parse_gateway_error(status: u16, headers: &HeaderMap, body: &[u8]) -> GatewayError {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Body {
+        #[serde(default)]
+        request_id: String,
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let is_xml = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("xml"));
+    let parsed = if is_xml {
+        let text = String::from_utf8_lossy(body);
+        let tag = |name: &str| {
+            let open = format!("<{name}>");
+            let close = format!("</{name}>");
+            text.find(&open)
+                .and_then(|start| {
+                    let rest = &text[start + open.len()..];
+                    rest.find(&close).map(|end| rest[..end].to_owned())
+                })
+                .unwrap_or_default()
+        };
+        Some(Body {
+            request_id: tag("RequestId"),
+            code: tag("Code"),
+            message: tag("Message"),
+        })
+    } else {
+        serde_json::from_slice::<Body>(body).ok()
+    };
+    match parsed {
+        Some(b) => GatewayError {
+            http_status: status,
+            code: b.code,
+            message: sanitize_message(&b.message),
+            request_id: b.request_id,
+        },
+        None => GatewayError {
+            http_status: status,
+            code: String::new(),
+            message: format!("HTTP {status} with an unreadable body"),
+            request_id: String::new(),
+        },
+    }
+}
+
+/// Gateways append the server's string-to-sign to `SignatureDoesNotMatch` messages; for V1 it
+/// holds every parameter, the STS token included. Keep only the human part, briefly.
+fn sanitize_message(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    let cut = ["server string to sign", "string to sign", "stringtosign"]
+        .iter()
+        .filter_map(|marker| lower.find(marker))
+        .min()
+        .unwrap_or(message.len());
+    let mut text = message[..cut]
+        .trim()
+        .trim_end_matches([':', ','])
+        .trim()
+        .to_owned();
+    if text.chars().count() > 300 {
+        text = text.chars().take(300).collect::<String>() + "…";
+    }
+    text
+}
+
+/// Replaces any occurrence of the credentials' secret parts in `text` (defence in depth: an
+/// error message must never carry them, whatever a server echoes).
+fn redact(text: String, credentials: &Credentials) -> String {
+    let mut text = text;
+    let secrets = [
+        Some(&credentials.access_key_secret),
+        credentials.security_token.as_ref(),
+    ];
+    for secret in secrets.into_iter().flatten() {
+        if !secret.is_empty() {
+            text = text.replace(secret.expose(), crate::secret::MASK);
+        }
+    }
+    text
+}
+
+/// A DMS API client. Cheap to clone; clones share the connection pool and the rate limit.
+#[derive(Clone)]
+pub struct DmsClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    root: reqwest::Url,
+    host: String,
+    signature: SignatureVersion,
+    credentials: CredentialProvider,
+    limiter: Arc<RateLimiter>,
+    max_attempts: u32,
+    request_timeout: Duration,
+    clock: Clock,
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl std::fmt::Debug for DmsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmsClient")
+            .field("endpoint", &self.inner.root.as_str())
+            .field("signature", &self.inner.signature)
+            .field("credentials", &self.inner.credentials.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DmsClient {
+    /// Builds a client. `limiter` is the process-wide one, shared with every other client.
+    pub fn new(
+        settings: &DmsSettings,
+        credentials: CredentialProvider,
+        limiter: Arc<RateLimiter>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .user_agent(crate::net::USER_AGENT)
+            .build()?;
+        let mut root = settings.endpoint.clone();
+        root.set_path("/");
+        let host = match root.port() {
+            Some(port) => format!("{}:{port}", root.host_str().unwrap_or_default()),
+            None => root.host_str().unwrap_or_default().to_owned(),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                root,
+                host,
+                signature: settings.signature,
+                credentials,
+                limiter,
+                max_attempts: settings.max_attempts.max(1),
+                request_timeout: settings.request_timeout,
+                clock: Arc::new(jiff::Timestamp::now),
+                rng: Mutex::new(fastrand::Rng::new()),
+            }),
+        })
+    }
+
+    /// Replaces the clock used for request timestamps (tests).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        let mut inner =
+            Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("with_clock before cloning"));
+        inner.clock = clock;
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The credential provider in use.
+    pub fn credentials(&self) -> &CredentialProvider {
+        &self.inner.credentials
+    }
+
+    /// `QueryDataTrackResultDownloadStatus`.
+    pub async fn query_status(
+        &self,
+        order_id: i64,
+        download_key_id: &str,
+        tid: Option<i64>,
+    ) -> Result<ExportStatus, DmsError> {
+        let params = query_status_params(order_id, download_key_id, tid);
+        let body = self.call(ACTION_QUERY_STATUS, &params).await?;
+        let envelope: Envelope = serde_json::from_value(body.clone()).expect("checked by classify");
+        let parsed: QueryStatusBody =
+            serde_json::from_value(body.clone()).map_err(|e| DmsError::Invalid {
+                action: ACTION_QUERY_STATUS,
+                message: format!("StatusResult is malformed: {e}"),
+            })?;
+        let raw = parsed.status_result.ok_or_else(|| DmsError::Invalid {
+            action: ACTION_QUERY_STATUS,
+            message: "the answer has no StatusResult".into(),
+        })?;
+        let status = ExportStatus::from_raw(envelope.request_id, raw, body).map_err(|e| {
+            DmsError::Invalid {
+                action: ACTION_QUERY_STATUS,
+                message: e.to_string(),
+            }
+        })?;
+        if status.status == DownloadStatus::Success && status.url.is_none() {
+            return Err(DmsError::Invalid {
+                action: ACTION_QUERY_STATUS,
+                message: "DOWNLOAD_SUCCESS without a DownloadUrl".into(),
+            });
+        }
+        Ok(status)
+    }
+
+    /// `DownloadDataTrackResult`: starts an export and returns its `DownloadKeyId`.
+    pub async fn start_export(
+        &self,
+        order_id: i64,
+        tid: Option<i64>,
+        spec: &ExportSpec,
+    ) -> Result<String, DmsError> {
+        let params = export_params(order_id, tid, spec);
+        let body = self.call(ACTION_EXPORT, &params).await?;
+        let parsed: ExportBody = serde_json::from_value(body).map_err(|e| DmsError::Invalid {
+            action: ACTION_EXPORT,
+            message: format!("malformed answer: {e}"),
+        })?;
+        match parsed.download_key_id.map(|k| k.trim().to_owned()) {
+            Some(key) if !key.is_empty() => Ok(key),
+            _ => Err(DmsError::Invalid {
+                action: ACTION_EXPORT,
+                message: "the answer has no DownloadKeyId".into(),
+            }),
+        }
+    }
+
+    /// One action with retries; returns the successful answer's JSON.
+    async fn call(
+        &self,
+        action: &'static str,
+        params: &[(String, String)],
+    ) -> Result<serde_json::Value, DmsError> {
+        let inner = &*self.inner;
+        let mut refreshed_credentials = false;
+        let mut last_failure = String::new();
+        let mut attempt = 0;
+        while attempt < inner.max_attempts {
+            attempt += 1;
+            inner.limiter.acquire().await;
+            let credentials = inner
+                .credentials
+                .get()
+                .await
+                .map_err(|source| DmsError::Credentials { action, source })?;
+            let verdict = match self.send_once(action, params, &credentials).await {
+                Ok((status, headers, body)) => classify(status, &headers, &body, SystemTime::now()),
+                Err(err) => Verdict::Retry {
+                    reason: crate::net::transport_error_text(err),
+                    hint: None,
+                },
+            };
+            match verdict {
+                Verdict::Done(body) => {
+                    debug!(action, attempt, "DMS call succeeded");
+                    return Ok(body);
+                }
+                Verdict::Auth(mut detail) => {
+                    detail.message = redact(detail.message, &credentials);
+                    return Err(DmsError::Auth { action, detail });
+                }
+                Verdict::Refused(mut detail) => {
+                    detail.message = redact(detail.message, &credentials);
+                    return Err(DmsError::Api { action, detail });
+                }
+                Verdict::RefreshCredentials(mut detail) => {
+                    detail.message = redact(detail.message, &credentials);
+                    if refreshed_credentials {
+                        return Err(DmsError::Auth { action, detail });
+                    }
+                    info!(action, code = %detail.code, "security token expired; refreshing credentials and retrying");
+                    refreshed_credentials = true;
+                    inner.credentials.invalidate();
+                    // The refresh is not the API's fault: it does not use up an attempt.
+                    attempt -= 1;
+                }
+                Verdict::Retry { reason, hint } => {
+                    last_failure = redact(reason, &credentials);
+                    if attempt >= inner.max_attempts {
+                        break;
+                    }
+                    let delay = hint.unwrap_or_else(|| {
+                        let mut rng = inner.rng.lock().expect("rng lock poisoned");
+                        CALL_BACKOFF.delay(attempt - 1, &mut rng)
+                    });
+                    info!(
+                        action,
+                        attempt,
+                        max_attempts = inner.max_attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        reason = %last_failure,
+                        "DMS call failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        Err(DmsError::Unavailable {
+            action,
+            attempts: attempt,
+            last: last_failure,
+        })
+    }
+
+    /// Signs (fresh nonce and timestamp) and sends one attempt; returns the raw answer.
+    async fn send_once(
+        &self,
+        action: &'static str,
+        params: &[(String, String)],
+        credentials: &Credentials,
+    ) -> Result<(u16, HeaderMap, Vec<u8>), reqwest::Error> {
+        let inner = &*self.inner;
+        let request = RpcRequest {
+            method: "POST",
+            host: &inner.host,
+            action,
+            version: API_VERSION,
+            params,
+        };
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let signed = signer::sign(
+            inner.signature,
+            &request,
+            credentials,
+            (inner.clock)(),
+            &nonce,
+        );
+        let mut url = inner.root.clone();
+        url.set_query(Some(&signed.query));
+        let mut builder = inner
+            .http
+            .post(url)
+            .timeout(inner.request_timeout)
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, crate::net::USER_AGENT);
+        for (name, value) in &signed.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let response = builder.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?;
+        Ok((status, headers, body.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=utf-8"),
+        );
+        h
+    }
+
+    fn gateway(code: &str) -> Vec<u8> {
+        format!(r#"{{"RequestId":"R-1","HostId":"dms-enterprise.aliyuncs.com","Code":"{code}","Message":"m","Recommend":"x"}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn success_is_decided_on_success_not_error_code() {
+        let body = br#"{"RequestId":"r","Success":true,"ErrorMessage":"UnknownError","ErrorCode":"UnknownError","DownloadKeyId":"k"}"#;
+        assert!(matches!(
+            classify(200, &json_headers(), body, now()),
+            Verdict::Done(_)
+        ));
+        let body = br#"{"RequestId":"r","Success":false,"ErrorCode":"InvalidOrderId","ErrorMessage":"no such order"}"#;
+        match classify(200, &json_headers(), body, now()) {
+            Verdict::Refused(e) => {
+                assert_eq!(
+                    (e.code.as_str(), e.message.as_str(), e.request_id.as_str()),
+                    ("InvalidOrderId", "no such order", "r")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = br#"{"RequestId":"r","ErrorCode":"X"}"#;
+        assert!(
+            matches!(
+                classify(200, &json_headers(), body, now()),
+                Verdict::Refused(_)
+            ),
+            "no Success is not success"
+        );
+    }
+
+    #[test]
+    fn retry_table() {
+        let mut throttled = json_headers();
+        throttled.insert("x-acs-retry-after", HeaderValue::from_static("2500"));
+        assert_eq!(
+            classify(400, &throttled, &gateway("Throttling.User"), now()),
+            Verdict::Retry {
+                reason: "Throttling.User: m (HTTP 400, RequestId R-1)".into(),
+                hint: Some(Duration::from_millis(2500))
+            }
+        );
+        for (status, code) in [
+            (503, "ServiceUnavailable"),
+            (500, "InternalError"),
+            (502, ""),
+            (429, "Whatever"),
+            (400, "Throttling.Api"),
+        ] {
+            assert!(
+                matches!(
+                    classify(status, &json_headers(), &gateway(code), now()),
+                    Verdict::Retry { .. }
+                ),
+                "{status} {code}"
+            );
+        }
+        assert!(matches!(
+            classify(200, &json_headers(), b"{\"RequestId\":", now()),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(502, &HeaderMap::new(), b"<html>bad gateway</html>", now()),
+            Verdict::Retry { .. }
+        ));
+        for code in [
+            "InvalidAccessKeyId.NotFound",
+            "InvalidAccessKeyId.Inactive",
+            "SignatureDoesNotMatch",
+            "Forbidden.RAM",
+            "InvalidTimeStamp.Expired",
+            "IncompleteSignature",
+        ] {
+            assert!(
+                matches!(
+                    classify(400, &json_headers(), &gateway(code), now()),
+                    Verdict::Auth(_)
+                ),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            classify(403, &json_headers(), &gateway("NoPermission"), now()),
+            Verdict::Auth(_)
+        ));
+        assert!(matches!(
+            classify(
+                400,
+                &json_headers(),
+                &gateway("InvalidSecurityToken.Expired"),
+                now()
+            ),
+            Verdict::RefreshCredentials(_)
+        ));
+        assert!(matches!(
+            classify(400, &json_headers(), &gateway("InvalidParameter"), now()),
+            Verdict::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn xml_gateway_errors_are_read() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/xml;charset=utf-8"),
+        );
+        let body = b"<?xml version='1.0'?><Error><RequestId>R</RequestId><Code>SignatureDoesNotMatch</Code><Message>bad</Message></Error>";
+        match classify(400, &h, body, now()) {
+            Verdict::Auth(e) => assert_eq!(
+                (e.code.as_str(), e.message.as_str(), e.request_id.as_str()),
+                ("SignatureDoesNotMatch", "bad", "R")
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn echoed_string_to_sign_is_dropped() {
+        let message = "Specified signature is not matched with our calculation. server string to sign is:POST&%2F&AccessKeyId%3Dx%26SecurityToken%3DTOKEN";
+        assert_eq!(
+            sanitize_message(message),
+            "Specified signature is not matched with our calculation."
+        );
+        let credentials = Credentials::new("id", "s3cret".into(), Some("tok3n".into()));
+        assert_eq!(
+            redact("a s3cret b tok3n".into(), &credentials),
+            "a ****** b ******"
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! Small HTTP helpers shared by the API client and the downloader.
+
+use std::error::Error as _;
+
+/// `User-Agent` of every request dmstrack sends.
+pub const USER_AGENT: &str = concat!("dmstrack/", env!("CARGO_PKG_VERSION"));
+
+/// Describes a transport error without its URL: a V1-signed API URL carries the signature and
+/// STS token, and a presigned OSS URL is a bearer credential, so reqwest's own `Display`
+/// ("error sending request for url (…)") must never be shown.
+pub fn transport_error_text(err: reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else if err.is_body() || err.is_decode() {
+        "the response body broke off"
+    } else if err.is_request() {
+        "the request failed"
+    } else {
+        "HTTP error"
+    };
+    let err = err.without_url();
+    let mut text = kind.to_owned();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
