@@ -2,15 +2,21 @@
 //!
 //! See README.md ("Architecture") for how the modules fit together.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod daemon;
 pub mod dms;
+pub mod download;
 pub mod extract;
 pub mod logging;
 pub mod net;
+pub mod pipeline;
 pub mod ratelimit;
 pub mod retry;
+pub mod scheduler;
 pub mod secret;
 pub mod signed_url;
 pub mod sim;
+pub mod state;

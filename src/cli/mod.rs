@@ -4,6 +4,8 @@
 mod check;
 mod export;
 mod query;
+mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -166,10 +168,9 @@ async fn dispatch(cli: Cli, env: ConfigEnv) -> Exit {
             Err(exit) => exit,
         },
         Command::Check { online } => check::run(&config_path, &env, online).await,
-        Command::Run { .. }
-        | Command::Status { .. }
-        | Command::Healthcheck { .. }
-        | Command::Demo { .. } => {
+        Command::Run { once } => run::run(&config_path, &env, once).await,
+        Command::Status { json } => status::run(&config_path, &env, json),
+        Command::Healthcheck { .. } | Command::Demo { .. } => {
             eprintln!("dmstrack: this command is not available yet");
             Exit::Failure
         }

@@ -1,0 +1,157 @@
+//! `dmstrack status [--json]`: every ticket's state from the state directory, without any
+//! network call: a table for people, or SPEC.md's JSON array for scripts.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{Exit, load_config};
+use crate::config::ConfigEnv;
+use crate::state::{StateStore, TicketRecord, TicketState, ticket_id};
+
+/// One ticket in `status --json` (the SPEC.md fields, then download progress).
+#[derive(Debug, Serialize)]
+struct StatusEntry {
+    order_id: i64,
+    download_key_id: Option<String>,
+    label: Option<String>,
+    state: TicketState,
+    last_status: Option<String>,
+    attempts: u32,
+    next_poll_at: Option<String>,
+    last_error: Option<String>,
+    archive: Option<String>,
+    downloaded_bytes: Option<u64>,
+    total_bytes: Option<u64>,
+}
+
+impl From<&TicketRecord> for StatusEntry {
+    fn from(r: &TicketRecord) -> Self {
+        Self {
+            order_id: r.order_id,
+            download_key_id: r.download_key_id.clone(),
+            label: r.label.clone(),
+            state: r.state,
+            last_status: r.last_status.clone(),
+            attempts: r.attempts,
+            next_poll_at: r
+                .next_poll_at
+                .filter(|_| !r.state.is_terminal())
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            last_error: r.last_error.clone(),
+            archive: r.archive.as_ref().map(|p| p.display().to_string()),
+            downloaded_bytes: r.download.as_ref().map(|d| d.bytes),
+            total_bytes: r.download.as_ref().and_then(|d| d.total),
+        }
+    }
+}
+
+pub(super) fn run(path: &Path, env: &ConfigEnv, json: bool) -> Exit {
+    let config = match load_config(path, env) {
+        Ok(config) => config,
+        Err(exit) => return exit,
+    };
+    let store = StateStore::open_existing(&config.state.dir);
+    let (records, errors) = store.load_all();
+    for err in &errors {
+        eprintln!("warning: {err}");
+    }
+    // Config order first (tickets never run yet show as pending), then tickets that are only
+    // in the state directory (removed from the config; their archives stay).
+    let mut entries = Vec::new();
+    let mut shown = HashSet::new();
+    for spec in &config.tickets {
+        let id = ticket_id(spec);
+        let record = records
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .unwrap_or_else(|| {
+                let mut fresh = TicketRecord::new(spec, jiff::Timestamp::now());
+                fresh.next_poll_at = None;
+                fresh
+            });
+        entries.push(StatusEntry::from(&record));
+        shown.insert(id);
+    }
+    for record in records.iter().filter(|r| !shown.contains(&r.id)) {
+        entries.push(StatusEntry::from(record));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).expect("status serializes")
+        );
+    } else {
+        print_table(&entries);
+    }
+    Exit::Success
+}
+
+fn print_table(entries: &[StatusEntry]) {
+    let rows: Vec<[String; 7]> = entries
+        .iter()
+        .map(|e| {
+            let progress = match (e.state, e.downloaded_bytes, e.total_bytes) {
+                (TicketState::Downloading, Some(b), Some(t)) if t > 0 => {
+                    format!(
+                        "{} of {} ({:.0} %)",
+                        bytesize::ByteSize(b),
+                        bytesize::ByteSize(t),
+                        b as f64 * 100.0 / t as f64
+                    )
+                }
+                (TicketState::Downloading, Some(b), _) => bytesize::ByteSize(b).to_string(),
+                _ => String::new(),
+            };
+            let detail = match (&e.archive, &e.last_error) {
+                (Some(archive), _) if e.state == TicketState::Archived => archive.clone(),
+                (_, Some(error)) => error.clone(),
+                _ => progress,
+            };
+            [
+                e.order_id.to_string(),
+                e.download_key_id.clone().unwrap_or_else(|| "-".into()),
+                e.label.clone().unwrap_or_default(),
+                e.state.as_str().to_owned(),
+                e.last_status.clone().unwrap_or_else(|| "-".into()),
+                e.next_poll_at.clone().unwrap_or_else(|| "-".into()),
+                detail,
+            ]
+        })
+        .collect();
+    let header = [
+        "ORDER",
+        "DOWNLOAD KEY",
+        "LABEL",
+        "STATE",
+        "LAST STATUS",
+        "NEXT POLL",
+        "DETAIL",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(&header.map(String::from));
+    for row in &rows {
+        line(row);
+    }
+    if rows.is_empty() {
+        println!("(no tickets)");
+    }
+}

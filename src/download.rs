@@ -1,0 +1,503 @@
+//! Streams a presigned OSS URL into a `.part` file on the archive's filesystem, resuming with
+//! `Range` when the object is unchanged, and verifies length and CRC-64 (`x-oss-hash-crc64ecma`).
+//!
+//! One call is one HTTP attempt; the caller (`pipeline.rs`) decides about retries, fresh URLs
+//! and backoff. The URL is sent verbatim and the GET carries no `x-oss-*`, `Content-Type` or
+//! `Content-MD5` header (they are part of a V1 presigned signature). Timeouts: connect and
+//! per-read (a stalled body fails, a slow one does not); there is no total timeout.
+//!
+//! The network task hands chunks to a blocking writer thread over a small bounded channel, so
+//! disk writes and hashing (CRC-64 and SHA-256 of the whole file) overlap with the network and
+//! memory stays bounded whatever the object size.
+
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, RANGE};
+use sha2::Digest as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::config::DownloadSettings;
+use crate::signed_url::SignedUrl;
+
+/// Bytes so far and the total, shared with whoever reports progress (`status`, metrics).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes of the object on disk.
+    pub bytes: AtomicU64,
+    /// The object's size; 0 until known.
+    pub total: AtomicU64,
+}
+
+/// A verified download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Size of the file.
+    pub bytes: u64,
+    /// CRC-64/XZ of the whole file.
+    pub crc64: u64,
+    /// SHA-256 of the whole file, lower hex.
+    pub sha256: String,
+    /// The object's ETag.
+    pub etag: Option<String>,
+    /// True when this attempt continued an earlier partial download.
+    pub resumed: bool,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// OSS refused the URL (403: expired or bad signature; 404: no such object). The same URL
+    /// will not work again: ask DMS for a fresh one.
+    #[error("OSS refused the signed URL for {url}: HTTP {status} {code}{}", if message.is_empty() { String::new() } else { format!(" ({message})") })]
+    UrlRefused {
+        /// `host/object`, never the query.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// OSS `Code`.
+        code: String,
+        /// OSS `Message`.
+        message: String,
+    },
+    /// Worth retrying with the same URL (transport error, stall, cut body, 5xx).
+    #[error("download of {url} failed: {reason}")]
+    Transient {
+        /// `host/object`.
+        url: String,
+        /// What happened.
+        reason: String,
+        /// Whether any bytes were added to the part file.
+        progressed: bool,
+    },
+    /// The bytes are wrong (CRC-64 or size mismatch); the part file was deleted.
+    #[error("download of {url} is corrupt: {reason}")]
+    Corrupt {
+        /// `host/object`.
+        url: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// A local file problem (disk full, permissions).
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Shutdown was requested; the part file is kept for resume.
+    #[error("download interrupted by shutdown")]
+    Cancelled,
+}
+
+/// What is remembered next to a `.part` file, so a later attempt (or run) can resume only
+/// when the object is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct PartMeta {
+    etag: Option<String>,
+    total: u64,
+}
+
+fn meta_path(part: &Path) -> PathBuf {
+    let mut name = part.as_os_str().to_owned();
+    name.push(".json");
+    PathBuf::from(name)
+}
+
+fn read_meta(part: &Path) -> Option<PartMeta> {
+    serde_json::from_slice(&std::fs::read(meta_path(part)).ok()?).ok()
+}
+
+fn write_meta(part: &Path, meta: &PartMeta) -> std::io::Result<()> {
+    std::fs::write(
+        meta_path(part),
+        serde_json::to_vec(meta).expect("meta serializes"),
+    )
+}
+
+/// Deletes a part file and its meta (missing files are fine).
+pub fn remove_part(part: &Path) {
+    let _ = std::fs::remove_file(part);
+    let _ = std::fs::remove_file(meta_path(part));
+}
+
+/// How often a long download logs its progress.
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(30);
+/// Chunks buffered between the network and the writer thread (each ≤ ~64 KiB from hyper).
+const WRITER_QUEUE: usize = 64;
+
+/// Downloads presigned URLs.
+#[derive(Debug, Clone)]
+pub struct Downloader {
+    http: reqwest::Client,
+    verify_crc64: bool,
+}
+
+impl Downloader {
+    /// A downloader with the `[download]` timeouts.
+    pub fn new(settings: &DownloadSettings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.read_timeout)
+            .user_agent(crate::net::USER_AGENT)
+            // OSS answers directly; a redirect would move the bearer URL to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            verify_crc64: settings.verify_crc64,
+        })
+    }
+
+    /// One attempt: continues `part` with `Range` when its recorded ETag still matches,
+    /// otherwise starts over. On success the file at `part` is complete and verified.
+    pub async fn fetch(
+        &self,
+        url: &SignedUrl,
+        part: &Path,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Fetched, FetchError> {
+        let shown = url.to_string();
+        let on_disk = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        let meta = read_meta(part);
+        // Resume from the bytes on disk; when the file looks complete, re-fetch its last byte
+        // anyway, to learn the current ETag and CRC from the response headers.
+        let resume_from = match &meta {
+            Some(PartMeta {
+                etag: Some(_),
+                total,
+            }) if on_disk > 0 && *total > 0 => on_disk.min(total - 1),
+            _ => 0,
+        };
+
+        let mut request = self.http.get(url.expose());
+        if resume_from > 0 {
+            request = request.header(RANGE, format!("bytes={resume_from}-"));
+        }
+        let response = tokio::select! {
+            _ = cancel.cancelled() => return Err(FetchError::Cancelled),
+            result = request.send() => result.map_err(|e| FetchError::Transient {
+                url: shown.clone(),
+                reason: crate::net::transport_error_text(e),
+                progressed: false,
+            })?,
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let etag = headers
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let server_crc = headers
+            .get("x-oss-hash-crc64ecma")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let length = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+
+        if matches!(
+            status,
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND
+        ) {
+            let body = response.bytes().await.unwrap_or_default();
+            let (code, message) = oss_error(&body);
+            return Err(FetchError::UrlRefused {
+                url: shown,
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        if !(status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT) {
+            let body = response.bytes().await.unwrap_or_default();
+            let (code, message) = oss_error(&body);
+            return Err(FetchError::Transient {
+                url: shown,
+                reason: format!("HTTP {} {code} {message}", status.as_u16())
+                    .trim()
+                    .to_owned(),
+                progressed: false,
+            });
+        }
+
+        // Decide where this body starts. OSS answers an unusable Range with 200 and the whole
+        // object; a 206 counts only if it continues the same object exactly where we stopped.
+        let (start, total) = if status == StatusCode::PARTIAL_CONTENT {
+            let range = headers
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_content_range);
+            let same_object =
+                meta.as_ref().and_then(|m| m.etag.as_deref()) == etag.as_deref() && etag.is_some();
+            match range {
+                Some((first, _, total)) if first == resume_from && same_object => (first, total),
+                _ => {
+                    debug!(url = %shown, "the object changed or the range is off; starting over");
+                    remove_part(part);
+                    return Err(FetchError::Transient {
+                        url: shown,
+                        reason: "the object changed since the partial download; starting over"
+                            .into(),
+                        progressed: false,
+                    });
+                }
+            }
+        } else {
+            (0, length.unwrap_or(0))
+        };
+        if start == 0 {
+            let io = |source| FetchError::Io {
+                op: "write",
+                path: part.to_owned(),
+                source,
+            };
+            std::fs::File::create(part).map_err(io)?;
+            write_meta(
+                part,
+                &PartMeta {
+                    etag: etag.clone(),
+                    total,
+                },
+            )
+            .map_err(io)?;
+        } else {
+            info!(url = %shown, offset = start, total, "resuming download with Range");
+        }
+        progress.total.store(total, Ordering::Relaxed);
+        progress.bytes.store(start, Ordering::Relaxed);
+
+        let writer = PartWriter::open(part, start)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITER_QUEUE);
+        let written = Arc::new(AtomicU64::new(start));
+        let writer_task = {
+            let written = Arc::clone(&written);
+            tokio::task::spawn_blocking(move || writer.run(rx, &written))
+        };
+
+        let mut response = response;
+        let mut received = start;
+        let mut last_log = tokio::time::Instant::now();
+        let mut logged_bytes = start;
+        let stream_result: Result<(), FetchError> = loop {
+            let chunk = tokio::select! {
+                _ = cancel.cancelled() => break Err(FetchError::Cancelled),
+                chunk = response.chunk() => chunk,
+            };
+            match chunk {
+                Ok(Some(bytes)) => {
+                    received += bytes.len() as u64;
+                    if tx.send(bytes).await.is_err() {
+                        break Ok(()); // the writer failed; its error is reported below
+                    }
+                    progress
+                        .bytes
+                        .store(written.load(Ordering::Relaxed), Ordering::Relaxed);
+                    if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
+                        let rate =
+                            (received - logged_bytes) as f64 / last_log.elapsed().as_secs_f64();
+                        info!(url = %shown, bytes = received, total, rate_bytes_per_sec = rate as u64, "download progress");
+                        last_log = tokio::time::Instant::now();
+                        logged_bytes = received;
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => {
+                    break Err(FetchError::Transient {
+                        url: shown.clone(),
+                        reason: crate::net::transport_error_text(e),
+                        progressed: received > start,
+                    });
+                }
+            }
+        };
+        drop(tx);
+        let digests = writer_task.await.expect("writer thread does not panic")?;
+        progress.bytes.store(digests.bytes, Ordering::Relaxed);
+        stream_result?;
+
+        if total > 0 && digests.bytes != total {
+            return Err(FetchError::Transient {
+                url: shown,
+                reason: format!("the body ended after {} of {total} bytes", digests.bytes),
+                progressed: received > start,
+            });
+        }
+        if let Some(expected) = server_crc
+            && self.verify_crc64
+            && expected != digests.crc64
+        {
+            remove_part(part);
+            return Err(FetchError::Corrupt {
+                url: shown,
+                reason: format!(
+                    "CRC-64 {} does not match x-oss-hash-crc64ecma {expected}",
+                    digests.crc64
+                ),
+            });
+        }
+        Ok(Fetched {
+            bytes: digests.bytes,
+            crc64: digests.crc64,
+            sha256: digests.sha256,
+            etag,
+            resumed: start > 0,
+        })
+    }
+}
+
+/// `bytes first-last/total` → (first, last, total).
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    Some((
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    ))
+}
+
+/// `Code` and `Message` of an OSS XML error body (empty when absent).
+fn oss_error(body: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(body);
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        text.find(&open)
+            .and_then(|start| {
+                let rest = &text[start + open.len()..];
+                rest.find(&close).map(|end| rest[..end].trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    (tag("Code"), tag("Message"))
+}
+
+struct Digests {
+    bytes: u64,
+    crc64: u64,
+    sha256: String,
+}
+
+/// The blocking side: re-hashes the kept prefix on resume, then appends and hashes chunks.
+struct PartWriter {
+    path: PathBuf,
+    file: std::fs::File,
+    crc: crc64fast::Digest,
+    sha: sha2::Sha256,
+    bytes: u64,
+}
+
+impl PartWriter {
+    fn open(path: &Path, keep: u64) -> Result<Self, FetchError> {
+        let io = |op, source| FetchError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io("open", e))?;
+        file.set_len(keep).map_err(|e| io("truncate", e))?;
+        let mut writer = Self {
+            path: path.to_owned(),
+            file: file.try_clone().map_err(|e| io("open", e))?,
+            crc: crc64fast::Digest::new(),
+            sha: sha2::Sha256::new(),
+            bytes: 0,
+        };
+        // CRC-64 and SHA-256 cover the whole file, so the kept prefix is hashed again.
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| io("read", e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut remaining = keep;
+        while remaining > 0 {
+            let want = remaining.min(buf.len() as u64) as usize;
+            let n = file.read(&mut buf[..want]).map_err(|e| io("read", e))?;
+            if n == 0 {
+                return Err(io(
+                    "read",
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "part file shrank"),
+                ));
+            }
+            writer.crc.write(&buf[..n]);
+            writer.sha.update(&buf[..n]);
+            writer.bytes += n as u64;
+            remaining -= n as u64;
+        }
+        writer
+            .file
+            .seek(std::io::SeekFrom::Start(keep))
+            .map_err(|e| io("seek", e))?;
+        Ok(writer)
+    }
+
+    fn run(
+        mut self,
+        mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+        written: &AtomicU64,
+    ) -> Result<Digests, FetchError> {
+        let io = |op, path: &Path, source| FetchError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        };
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &self.file);
+        while let Some(chunk) = rx.blocking_recv() {
+            out.write_all(&chunk)
+                .map_err(|e| io("write", &self.path, e))?;
+            self.crc.write(&chunk);
+            self.sha.update(&chunk);
+            self.bytes += chunk.len() as u64;
+            written.store(self.bytes, Ordering::Relaxed);
+        }
+        out.flush().map_err(|e| io("write", &self.path, e))?;
+        drop(out);
+        self.file
+            .sync_data()
+            .map_err(|e| io("fsync", &self.path, e))?;
+        Ok(Digests {
+            bytes: self.bytes,
+            crc64: self.crc.sum64(),
+            sha256: crate::dms::signer::hex_lower(&self.sha.finalize()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/1000"),
+            Some((100, 199, 1000))
+        );
+        assert_eq!(parse_content_range("bytes */1000"), None);
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn oss_error_fields() {
+        let body = b"<?xml version=\"1.0\"?>\n<Error>\n  <Code>AccessDenied</Code>\n  <Message>Request has expired.</Message>\n</Error>";
+        assert_eq!(
+            oss_error(body),
+            ("AccessDenied".into(), "Request has expired.".into())
+        );
+        assert_eq!(oss_error(b"garbage"), (String::new(), String::new()));
+    }
+}

@@ -1,0 +1,344 @@
+//! One ticket's way from a signed URL to a published archive: download (resuming, verified),
+//! extract (safe, parallel), write the manifest, publish with one rename.
+//!
+//! A job owns its retries: transport failures back off and resume with `Range`; a refused
+//! URL (403 expired) makes it ask DMS for a fresh one instead of retrying the same URL; a
+//! corrupt zip is downloaded again once, and fails the ticket when the same bytes come back.
+//! It reports a [`JobOutcome`] and never touches ticket state itself: the scheduler does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::archive::{self, ArchiveLayout, FILES_DIR, Manifest, ManifestFile, ManifestSource};
+use crate::config::{ArchiveSettings, DownloadSettings};
+use crate::dms::{DmsClient, DownloadStatus};
+use crate::download::{Downloader, FetchError, Progress, remove_part};
+use crate::extract::{ExtractOptions, extract_zip};
+use crate::retry::Backoff;
+use crate::signed_url::SignedUrl;
+use crate::state::TicketState;
+
+/// Between download attempts: 1 s, 2 s, 4 s … capped at 30 s, ±20 %.
+const DOWNLOAD_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+    multiplier: 2.0,
+    jitter: 0.2,
+};
+/// Fresh URLs tried in one job before it gives the ticket back to the poll schedule.
+const MAX_URL_REFRESHES: u32 = 3;
+
+/// What every job shares. Rebuilt on reload.
+#[derive(Debug)]
+pub struct PipelineContext {
+    /// For fresh URLs after a 403.
+    pub dms: DmsClient,
+    /// The OSS downloader.
+    pub downloader: Downloader,
+    /// Where files go.
+    pub layout: ArchiveLayout,
+    /// `[archive]`.
+    pub archive: ArchiveSettings,
+    /// `[download]`.
+    pub download: DownloadSettings,
+    /// `download.concurrency` permits, shared by all jobs.
+    pub permits: Arc<Semaphore>,
+}
+
+/// One ticket to fetch and archive.
+#[derive(Debug)]
+pub struct Job {
+    /// The ticket's state id.
+    pub ticket_id: String,
+    /// The data-tracking ticket.
+    pub order_id: i64,
+    /// The export's key.
+    pub download_key_id: String,
+    /// Tenant id.
+    pub tid: Option<i64>,
+    /// Config label.
+    pub label: Option<String>,
+    /// The URL from the last `DOWNLOAD_SUCCESS`.
+    pub url: SignedUrl,
+    /// `TotalCount` from that answer.
+    pub total_count: Option<i64>,
+    /// Bytes so far, shared with the scheduler.
+    pub progress: Arc<Progress>,
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum JobOutcome {
+    /// Published at this folder.
+    Archived {
+        /// The archive folder.
+        dir: PathBuf,
+        /// Number of files.
+        files: usize,
+        /// Zip size.
+        bytes: u64,
+    },
+    /// Not this time; the ticket goes back to its poll schedule with this error.
+    RetryLater(String),
+    /// The ticket is done for: this error is final.
+    Failed(String),
+    /// The credentials or signature were refused while fetching a fresh URL.
+    AuthFailed(crate::dms::DmsError),
+    /// Shutdown; partial downloads are kept.
+    Cancelled,
+}
+
+/// Progress a job reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEvent {
+    /// The ticket's state id.
+    pub ticket_id: String,
+    /// The state entered.
+    pub state: TicketState,
+}
+
+/// Runs a job to its end.
+pub async fn run_job(
+    ctx: Arc<PipelineContext>,
+    mut job: Job,
+    events: tokio::sync::mpsc::UnboundedSender<JobEvent>,
+    cancel: CancellationToken,
+) -> JobOutcome {
+    let _permit = tokio::select! {
+        _ = cancel.cancelled() => return JobOutcome::Cancelled,
+        permit = Arc::clone(&ctx.permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+    };
+    let _ = events.send(JobEvent {
+        ticket_id: job.ticket_id.clone(),
+        state: TicketState::Downloading,
+    });
+    let part = ctx.layout.part_path(&job.ticket_id);
+    let mut rng = fastrand::Rng::new();
+    let mut failures_without_progress = 0u32;
+    let mut url_refreshes = 0u32;
+    let mut corrupt_zip_crc: Option<u64> = None;
+    let mut last_error = String::new();
+
+    while failures_without_progress < ctx.download.max_attempts {
+        let fetched = match ctx
+            .downloader
+            .fetch(&job.url, &part, &job.progress, &cancel)
+            .await
+        {
+            Ok(fetched) => fetched,
+            Err(FetchError::Cancelled) => return JobOutcome::Cancelled,
+            Err(FetchError::UrlRefused { status, code, .. })
+                if url_refreshes < MAX_URL_REFRESHES =>
+            {
+                url_refreshes += 1;
+                info!(order_id = job.order_id, download_key_id = %job.download_key_id, status, code = %code,
+                      "the signed URL was refused (expired?); asking DMS for a fresh one");
+                match fresh_url(&ctx.dms, &job).await {
+                    Ok(url) => {
+                        job.url = url;
+                        continue;
+                    }
+                    Err(outcome) => return outcome,
+                }
+            }
+            Err(err @ FetchError::UrlRefused { .. }) => {
+                return JobOutcome::RetryLater(err.to_string());
+            }
+            Err(err @ FetchError::Io { .. }) => {
+                // Disk full or permissions: free what we hold and let the poll schedule retry,
+                // rather than latching the error.
+                remove_part(&part);
+                return JobOutcome::RetryLater(err.to_string());
+            }
+            Err(err) => {
+                let progressed = matches!(
+                    err,
+                    FetchError::Transient {
+                        progressed: true,
+                        ..
+                    }
+                );
+                last_error = err.to_string();
+                if !progressed {
+                    failures_without_progress += 1;
+                }
+                if failures_without_progress >= ctx.download.max_attempts {
+                    break;
+                }
+                let delay =
+                    DOWNLOAD_BACKOFF.delay(failures_without_progress.saturating_sub(1), &mut rng);
+                info!(order_id = job.order_id, download_key_id = %job.download_key_id,
+                      attempt = failures_without_progress, max_attempts = ctx.download.max_attempts,
+                      delay_ms = delay.as_millis() as u64, error = %last_error, "download failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return JobOutcome::Cancelled,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                continue;
+            }
+        };
+
+        let _ = events.send(JobEvent {
+            ticket_id: job.ticket_id.clone(),
+            state: TicketState::Extracting,
+        });
+        match extract_and_publish(&ctx, &job, &part, &fetched).await {
+            Ok(outcome) => return outcome,
+            Err(ExtractFailure::Corrupt(reason)) => {
+                remove_part(&part);
+                if corrupt_zip_crc == Some(fetched.crc64) {
+                    return JobOutcome::Failed(format!(
+                        "the export zip is corrupt (downloaded twice, same bytes): {reason}"
+                    ));
+                }
+                warn!(order_id = job.order_id, download_key_id = %job.download_key_id, error = %reason,
+                      "the downloaded zip is corrupt; downloading it again");
+                corrupt_zip_crc = Some(fetched.crc64);
+                last_error = reason;
+                failures_without_progress += 1;
+            }
+            Err(ExtractFailure::Unsafe(reason)) => {
+                remove_part(&part);
+                return JobOutcome::Failed(reason);
+            }
+            Err(ExtractFailure::Local(reason)) => return JobOutcome::RetryLater(reason),
+        }
+    }
+    JobOutcome::RetryLater(format!(
+        "download gave up after {} attempts: {last_error}",
+        ctx.download.max_attempts
+    ))
+}
+
+/// Asks DMS again: a `DOWNLOAD_SUCCESS` answer carries a freshly signed URL.
+async fn fresh_url(dms: &DmsClient, job: &Job) -> Result<SignedUrl, JobOutcome> {
+    match dms
+        .query_status(job.order_id, &job.download_key_id, job.tid)
+        .await
+    {
+        Ok(status) => match (status.status, status.url) {
+            (DownloadStatus::Success, Some(url)) => Ok(url),
+            (DownloadStatus::Fail, _) => Err(JobOutcome::Failed(format!(
+                "DOWNLOAD_FAIL: {}",
+                status.status_desc.unwrap_or_default()
+            ))),
+            (other, _) => Err(JobOutcome::RetryLater(format!(
+                "the signed URL was refused and DMS now reports {}",
+                other.as_str()
+            ))),
+        },
+        Err(err) if err.is_auth() => Err(JobOutcome::AuthFailed(err)),
+        Err(err) => Err(JobOutcome::RetryLater(err.to_string())),
+    }
+}
+
+enum ExtractFailure {
+    /// A fresh download could fix it (entry CRC-32, truncated zip).
+    Corrupt(String),
+    /// The archive's content is refused (unsafe names, limits): final.
+    Unsafe(String),
+    /// A local problem (disk).
+    Local(String),
+}
+
+async fn extract_and_publish(
+    ctx: &Arc<PipelineContext>,
+    job: &Job,
+    part: &std::path::Path,
+    fetched: &crate::download::Fetched,
+) -> Result<JobOutcome, ExtractFailure> {
+    let staging = ctx
+        .layout
+        .new_staging(&job.ticket_id)
+        .map_err(|e| ExtractFailure::Local(e.to_string()))?;
+    let final_dir = ctx.layout.final_dir(job.order_id, &job.download_key_id);
+    let options = ExtractOptions {
+        max_entries: ctx.archive.max_entries,
+        max_unpacked_bytes: ctx.archive.max_unpacked_bytes,
+        threads: 0,
+        sync: true,
+    };
+    let manifest_base = Manifest {
+        order_id: job.order_id,
+        download_key_id: job.download_key_id.clone(),
+        tid: job.tid,
+        label: job.label.clone(),
+        total_count: job.total_count,
+        archived_at: String::new(),
+        source: ManifestSource {
+            host: job.url.host().to_owned(),
+            object: job.url.object(),
+            bytes: fetched.bytes,
+            crc64ecma: fetched.crc64.to_string(),
+            sha256: fetched.sha256.clone(),
+        },
+        files: Vec::new(),
+    };
+    let keep_zip = ctx.archive.keep_zip.then(|| zip_file_name(&job.url));
+    let part = part.to_owned();
+    // Extraction and publishing are blocking file work; in `spawn_blocking` they also run to
+    // completion if the awaiting task is dropped, so a publish is never half-done.
+    let result =
+        tokio::task::spawn_blocking(move || -> Result<(PathBuf, usize), ExtractFailure> {
+            let cleanup = |reason: ExtractFailure| {
+                let _ = std::fs::remove_dir_all(&staging);
+                reason
+            };
+            let report = extract_zip(&part, &staging.join(FILES_DIR), &options).map_err(|e| {
+                cleanup(if e.is_corrupt_download() {
+                    ExtractFailure::Corrupt(e.to_string())
+                } else {
+                    ExtractFailure::Unsafe(e.to_string())
+                })
+            })?;
+            let mut manifest = manifest_base;
+            manifest.files = report
+                .files
+                .into_iter()
+                .map(|f| ManifestFile {
+                    path: f.path,
+                    bytes: f.bytes,
+                    sha256: f.sha256,
+                })
+                .collect();
+            manifest.archived_at = archive::format_archived_at(jiff::Timestamp::now());
+            if let Some(name) = keep_zip {
+                std::fs::rename(&part, staging.join(name))
+                    .map_err(|e| cleanup(ExtractFailure::Local(format!("keep zip: {e}"))))?;
+            }
+            let files = manifest.files.len();
+            archive::publish(&staging, &final_dir, &manifest)
+                .map_err(|e| cleanup(ExtractFailure::Local(e.to_string())))?;
+            remove_part(&part);
+            Ok((final_dir, files))
+        })
+        .await
+        .map_err(|e| ExtractFailure::Local(format!("extraction task failed: {e}")))?;
+    let (dir, files) = result?;
+    Ok(JobOutcome::Archived {
+        dir,
+        files,
+        bytes: fetched.bytes,
+    })
+}
+
+/// The kept zip's name: the object's file name when it is a plain name, `export.zip` else.
+fn zip_file_name(url: &SignedUrl) -> String {
+    let name = url.file_name();
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && name != archive::MANIFEST
+        && name != FILES_DIR;
+    match (plain, name.ends_with(".zip")) {
+        (true, true) => name,
+        (true, false) => format!("{name}.zip"),
+        (false, _) => "export.zip".to_owned(),
+    }
+}
