@@ -11,6 +11,7 @@ use crate::archive::ArchiveLayout;
 use crate::config::Config;
 use crate::credentials::{CredentialEnv, CredentialProvider};
 use crate::dms::DmsClient;
+use crate::metrics::Telemetry;
 use crate::download::Downloader;
 use crate::pipeline::PipelineContext;
 use crate::ratelimit::RateLimiter;
@@ -54,10 +55,11 @@ pub fn build_services(
     config: &Config,
     credentials: CredentialProvider,
     limiter: Arc<RateLimiter>,
+    telemetry: Telemetry,
 ) -> Result<Services, StartError> {
-    let dms = DmsClient::new(&config.dms, credentials, limiter)
+    let dms = DmsClient::new(&config.dms, credentials, limiter, telemetry.clone())
         .map_err(|e| StartError::Http(crate::net::transport_error_text(e)))?;
-    let downloader = Downloader::new(&config.download)
+    let downloader = Downloader::new(&config.download, Arc::clone(&telemetry.metrics))
         .map_err(|e| StartError::Http(crate::net::transport_error_text(e)))?;
     let layout = ArchiveLayout::new(&config.archive.dir);
     let pipeline = PipelineContext {
@@ -72,6 +74,7 @@ pub fn build_services(
         dms,
         pipeline: Arc::new(pipeline),
         poll: config.poll,
+        telemetry,
     })
 }
 
@@ -108,7 +111,7 @@ pub fn prepare_with(
     check_writable(&config.state.dir)?;
     check_writable(&config.archive.dir)?;
     let limiter = Arc::new(RateLimiter::new(config.dms.max_requests_per_second));
-    let services = build_services(config, credentials, limiter)?;
+    let services = build_services(config, credentials, limiter, Telemetry::default())?;
     let (summary_tx, summary) = watch::channel(Summary::default());
     let scheduler = Scheduler::new(
         config.tickets.clone(),

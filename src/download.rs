@@ -139,11 +139,12 @@ const WRITER_QUEUE: usize = 64;
 pub struct Downloader {
     http: reqwest::Client,
     verify_crc64: bool,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Downloader {
     /// A downloader with the `[download]` timeouts.
-    pub fn new(settings: &DownloadSettings) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: &DownloadSettings, metrics: Arc<crate::metrics::Metrics>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.read_timeout)
@@ -154,6 +155,7 @@ impl Downloader {
         Ok(Self {
             http,
             verify_crc64: settings.verify_crc64,
+            metrics,
         })
     }
 
@@ -297,6 +299,7 @@ impl Downloader {
             match chunk {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
+                    self.metrics.download_bytes(bytes.len() as u64);
                     if tx.send(bytes).await.is_err() {
                         break Ok(()); // the writer failed; its error is reported below
                     }

@@ -20,3 +20,6 @@ pub mod secret;
 pub mod signed_url;
 pub mod sim;
 pub mod state;
+pub mod metrics;
+pub mod health;
+pub mod http;

@@ -100,6 +100,8 @@ pub struct Services {
     pub pipeline: Arc<PipelineContext>,
     /// `[poll]`.
     pub poll: PollSettings,
+    /// Metrics and health.
+    pub telemetry: crate::metrics::Telemetry,
 }
 
 impl Services {

@@ -17,6 +17,7 @@ use super::signer::{self, RpcRequest, SignatureVersion};
 use super::types::*;
 use crate::config::{DmsSettings, ExportSpec};
 use crate::credentials::{CredentialError, CredentialProvider, Credentials};
+use crate::metrics::Telemetry;
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Backoff, retry_after};
 
@@ -338,6 +339,7 @@ struct Inner {
     request_timeout: Duration,
     clock: Clock,
     rng: Mutex<fastrand::Rng>,
+    telemetry: Telemetry,
 }
 
 impl std::fmt::Debug for DmsClient {
@@ -356,6 +358,7 @@ impl DmsClient {
         settings: &DmsSettings,
         credentials: CredentialProvider,
         limiter: Arc<RateLimiter>,
+        telemetry: Telemetry,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
@@ -379,6 +382,7 @@ impl DmsClient {
                 request_timeout: settings.request_timeout,
                 clock: Arc::new(jiff::Timestamp::now),
                 rng: Mutex::new(fastrand::Rng::new()),
+                telemetry,
             }),
         })
     }
@@ -481,6 +485,7 @@ impl DmsClient {
             };
             match verdict {
                 Verdict::Done(body) => {
+                    inner.telemetry.health.api_answered();
                     debug!(action, attempt, "DMS call succeeded");
                     return Ok(body);
                 }
@@ -503,7 +508,7 @@ impl DmsClient {
                     // The refresh is not the API's fault: it does not use up an attempt.
                     attempt -= 1;
                 }
-                Verdict::Retry { reason, hint } => {
+                Verdict::Retry { reason, hint, .. } => {
                     last_failure = redact(reason, &credentials);
                     if attempt >= inner.max_attempts {
                         break;
@@ -630,6 +635,7 @@ mod tests {
         assert_eq!(
             classify(400, &throttled, &gateway("Throttling.User"), now()),
             Verdict::Retry {
+                kind: "throttled",
                 reason: "Throttling.User: m (HTTP 400, RequestId R-1)".into(),
                 hint: Some(Duration::from_millis(2500))
             }

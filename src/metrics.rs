@@ -1,0 +1,220 @@
+//! Prometheus metrics (`GET /metrics`, text format 0.0.4), built on `prometheus-client`.
+//!
+//! Labels are small fixed sets (action, outcome, status, result, state): never ticket ids,
+//! URLs or keys, which would make the series count grow without bound and leak identifiers.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::scheduler::Summary;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionOutcome {
+    action: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Action {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Status {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct State {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Version {
+    version: &'static str,
+}
+
+type HistogramFamily = Family<Action, Histogram, fn() -> Histogram>;
+
+/// Every metric dmstrack exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    api_requests: Family<ActionOutcome, Counter>,
+    api_duration: HistogramFamily,
+    polls: Family<Status, Counter>,
+    downloads: Family<ResultLabel, Counter>,
+    download_bytes: Counter,
+    tickets: Family<State, Gauge>,
+    last_archive: Gauge<f64, AtomicU64>,
+    hooks: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn api_histogram() -> Histogram {
+    // 10 ms … ~41 s: covers a fast answer through a slow gateway up to the request timeout.
+    Histogram::new(exponential_buckets(0.01, 2.0, 13))
+}
+
+impl Metrics {
+    /// A registry with every family registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let api_requests = Family::<ActionOutcome, Counter>::default();
+        registry.register("dmstrack_api_requests", "DMS API attempts by action and outcome", api_requests.clone());
+        let api_duration: HistogramFamily = Family::new_with_constructor(api_histogram);
+        registry.register(
+            "dmstrack_api_request_duration_seconds",
+            "Duration of one DMS API attempt, from send to the end of the body",
+            api_duration.clone(),
+        );
+        let polls = Family::<Status, Counter>::default();
+        registry.register("dmstrack_polls", "Status polls by the DownloadStatus answered (or error)", polls.clone());
+        let downloads = Family::<ResultLabel, Counter>::default();
+        registry.register("dmstrack_downloads", "Download jobs by how they ended", downloads.clone());
+        let download_bytes = Counter::default();
+        registry.register("dmstrack_download_bytes", "Bytes of export zips received", download_bytes.clone());
+        let tickets = Family::<State, Gauge>::default();
+        registry.register("dmstrack_tickets", "Watched tickets by state", tickets.clone());
+        let last_archive = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "dmstrack_last_archive_timestamp_seconds",
+            "Unix time of the last archive published by this process",
+            last_archive.clone(),
+        );
+        let hooks = Family::<ResultLabel, Counter>::default();
+        registry.register("dmstrack_hook_runs", "on_archived hook runs by result", hooks.clone());
+        let build_info = Family::<Version, Gauge>::default();
+        build_info.get_or_create(&Version { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("dmstrack_build_info", "Build information; the value is always 1", build_info);
+        let metrics = Self {
+            registry,
+            api_requests,
+            api_duration,
+            polls,
+            downloads,
+            download_bytes,
+            tickets,
+            last_archive,
+            hooks,
+        };
+        metrics.set_tickets(&Summary::default());
+        metrics
+    }
+
+    /// One API attempt ended.
+    pub fn api_request(&self, action: &'static str, outcome: &'static str, seconds: f64) {
+        self.api_requests.get_or_create(&ActionOutcome { action, outcome }).inc();
+        self.api_duration.get_or_create(&Action { action }).observe(seconds);
+    }
+
+    /// A status poll was answered with this status (or `error`).
+    pub fn poll(&self, status: &str) {
+        self.polls.get_or_create(&Status { status: status.to_owned() }).inc();
+    }
+
+    /// A download job ended (`archived`, `retry`, `failed`, `cancelled`).
+    pub fn download(&self, result: &'static str) {
+        self.downloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Bytes received from OSS.
+    pub fn download_bytes(&self, bytes: u64) {
+        self.download_bytes.inc_by(bytes);
+    }
+
+    /// An archive was published now.
+    pub fn archived_now(&self) {
+        let now = jiff::Timestamp::now();
+        self.last_archive.set(now.as_millisecond() as f64 / 1000.0);
+    }
+
+    /// A hook ran (`ok`, `failed`, `timeout`).
+    pub fn hook(&self, result: &str) {
+        let result = match result {
+            "ok" => "ok",
+            "timeout" => "timeout",
+            _ => "failed",
+        };
+        self.hooks.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// The per-state ticket gauges.
+    pub fn set_tickets(&self, summary: &Summary) {
+        for (state, count) in [
+            ("pending", summary.pending),
+            ("waiting", summary.waiting),
+            ("downloading", summary.downloading),
+            ("extracting", summary.extracting),
+            ("archived", summary.archived),
+            ("failed", summary.failed),
+        ] {
+            self.tickets.get_or_create(&State { state }).set(count as i64);
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_labels() {
+        let metrics = Metrics::new();
+        metrics.api_request("QueryDataTrackResultDownloadStatus", "success", 0.05);
+        metrics.poll("DOWNLOAD_SUCCESS");
+        metrics.download("archived");
+        metrics.download_bytes(1234);
+        metrics.hook("ok");
+        metrics.archived_now();
+        let text = metrics.encode();
+        for expected in [
+            "dmstrack_api_requests_total{action=\"QueryDataTrackResultDownloadStatus\",outcome=\"success\"} 1",
+            "dmstrack_api_request_duration_seconds_bucket{action=\"QueryDataTrackResultDownloadStatus\",le=\"0.08\"} 1",
+            "dmstrack_polls_total{status=\"DOWNLOAD_SUCCESS\"} 1",
+            "dmstrack_downloads_total{result=\"archived\"} 1",
+            "dmstrack_download_bytes_total 1234",
+            "dmstrack_tickets{state=\"waiting\"} 0",
+            "dmstrack_hook_runs_total{result=\"ok\"} 1",
+            "dmstrack_build_info{version=\"",
+            "# TYPE dmstrack_last_archive_timestamp_seconds gauge",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+}
+
+/// Metrics and health, shared by the client, the downloader, the scheduler and the listener.
+#[derive(Debug, Clone, Default)]
+pub struct Telemetry {
+    /// Prometheus metrics.
+    pub metrics: std::sync::Arc<Metrics>,
+    /// Liveness and readiness.
+    pub health: std::sync::Arc<crate::health::Health>,
+}
