@@ -3,6 +3,7 @@
 //! sample export zips. `dmstrack demo` and the tests use them; nothing here is used in
 //! production paths.
 
+pub mod credentials;
 pub mod dms;
 pub mod oss;
 pub mod zipgen;
