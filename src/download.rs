@@ -144,7 +144,10 @@ pub struct Downloader {
 
 impl Downloader {
     /// A downloader with the `[download]` timeouts.
-    pub fn new(settings: &DownloadSettings, metrics: Arc<crate::metrics::Metrics>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        settings: &DownloadSettings,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.read_timeout)

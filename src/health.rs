@@ -66,7 +66,10 @@ impl Health {
         if since <= max_silence {
             Ok(())
         } else {
-            Err(format!("the main loop has not ticked for {}s", since.as_secs()))
+            Err(format!(
+                "the main loop has not ticked for {}s",
+                since.as_secs()
+            ))
         }
     }
 
@@ -80,7 +83,10 @@ impl Health {
         }
         match *self.api_answered.lock().expect("health lock") {
             Some(at) if at.elapsed() <= api_window => Ok(()),
-            Some(at) => Err(format!("the DMS API has not answered for {}s", at.elapsed().as_secs())),
+            Some(at) => Err(format!(
+                "the DMS API has not answered for {}s",
+                at.elapsed().as_secs()
+            )),
             None => Err("the DMS API has not answered yet".into()),
         }
     }
@@ -98,15 +104,30 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn readiness_needs_a_recent_answer_while_tickets_are_pending() {
         let health = Health::default();
-        assert_eq!(health.readiness(Duration::from_secs(60)), Err("credentials not resolved yet".into()));
+        assert_eq!(
+            health.readiness(Duration::from_secs(60)),
+            Err("credentials not resolved yet".into())
+        );
         health.credentials_resolved();
-        assert_eq!(health.readiness(Duration::from_secs(60)), Err("the DMS API has not answered yet".into()));
+        assert_eq!(
+            health.readiness(Duration::from_secs(60)),
+            Err("the DMS API has not answered yet".into())
+        );
         health.api_answered();
         assert_eq!(health.readiness(Duration::from_secs(60)), Ok(()));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(health.readiness(Duration::from_secs(60)).unwrap_err().contains("has not answered for 61s"));
+        assert!(
+            health
+                .readiness(Duration::from_secs(60))
+                .unwrap_err()
+                .contains("has not answered for 61s")
+        );
         health.set_pending(false);
-        assert_eq!(health.readiness(Duration::from_secs(60)), Ok(()), "nothing pending: nothing to answer");
+        assert_eq!(
+            health.readiness(Duration::from_secs(60)),
+            Ok(()),
+            "nothing pending: nothing to answer"
+        );
     }
 
     #[tokio::test(start_paused = true)]

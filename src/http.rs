@@ -28,7 +28,11 @@ pub struct HttpState {
 }
 
 /// Binds `listen` (so a busy port fails at start-up) and serves until `shutdown`.
-pub async fn serve(listen: SocketAddr, state: HttpState, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    listen: SocketAddr,
+    state: HttpState,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     let app = Router::new()
@@ -37,7 +41,9 @@ pub async fn serve(listen: SocketAddr, state: HttpState, shutdown: CancellationT
         .route("/readyz", get(readyz))
         .with_state(state);
     tokio::spawn(async move {
-        let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
         if let Err(err) = result {
             tracing::error!(error = %err, "the HTTP listener stopped");
         }
@@ -46,7 +52,10 @@ pub async fn serve(listen: SocketAddr, state: HttpState, shutdown: CancellationT
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.encode())
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
 }
 
 async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
@@ -89,8 +98,12 @@ pub async fn probe(addr: &str) -> Result<(), String> {
 /// reached through loopback.
 pub fn probe_address(listen: SocketAddr) -> String {
     let ip = match listen.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
         ip => ip,
     };
     SocketAddr::new(ip, listen.port()).to_string()
@@ -110,25 +123,42 @@ mod tests {
             api_window: Duration::from_secs(600),
         };
         let shutdown = CancellationToken::new();
-        let addr = serve("127.0.0.1:0".parse().unwrap(), state, shutdown.clone()).await.unwrap();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), state, shutdown.clone())
+            .await
+            .unwrap();
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let get = |path: &str| client.get(format!("http://{addr}{path}")).send();
         assert_eq!(get("/healthz").await.unwrap().status(), 200);
         let ready = get("/readyz").await.unwrap();
         assert_eq!(ready.status(), 503);
-        assert_eq!(ready.text().await.unwrap(), "credentials not resolved yet\n");
+        assert_eq!(
+            ready.text().await.unwrap(),
+            "credentials not resolved yet\n"
+        );
         health.api_answered();
         assert_eq!(get("/readyz").await.unwrap().status(), 200);
         let metrics = get("/metrics").await.unwrap();
-        assert_eq!(metrics.headers()["content-type"], crate::metrics::CONTENT_TYPE);
-        assert!(metrics.text().await.unwrap().contains("dmstrack_build_info"));
+        assert_eq!(
+            metrics.headers()["content-type"],
+            crate::metrics::CONTENT_TYPE
+        );
+        assert!(
+            metrics
+                .text()
+                .await
+                .unwrap()
+                .contains("dmstrack_build_info")
+        );
         probe(&addr.to_string()).await.unwrap();
         shutdown.cancel();
     }
 
     #[test]
     fn unspecified_listen_addresses_are_probed_on_loopback() {
-        assert_eq!(probe_address("0.0.0.0:9464".parse().unwrap()), "127.0.0.1:9464");
+        assert_eq!(
+            probe_address("0.0.0.0:9464".parse().unwrap()),
+            "127.0.0.1:9464"
+        );
         assert_eq!(probe_address("[::]:9464".parse().unwrap()), "[::1]:9464");
         assert_eq!(probe_address("10.0.0.5:1".parse().unwrap()), "10.0.0.5:1");
     }

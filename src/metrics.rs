@@ -77,7 +77,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let api_requests = Family::<ActionOutcome, Counter>::default();
-        registry.register("dmstrack_api_requests", "DMS API attempts by action and outcome", api_requests.clone());
+        registry.register(
+            "dmstrack_api_requests",
+            "DMS API attempts by action and outcome",
+            api_requests.clone(),
+        );
         let api_duration: HistogramFamily = Family::new_with_constructor(api_histogram);
         registry.register(
             "dmstrack_api_request_duration_seconds",
@@ -85,13 +89,29 @@ impl Metrics {
             api_duration.clone(),
         );
         let polls = Family::<Status, Counter>::default();
-        registry.register("dmstrack_polls", "Status polls by the DownloadStatus answered (or error)", polls.clone());
+        registry.register(
+            "dmstrack_polls",
+            "Status polls by the DownloadStatus answered (or error)",
+            polls.clone(),
+        );
         let downloads = Family::<ResultLabel, Counter>::default();
-        registry.register("dmstrack_downloads", "Download jobs by how they ended", downloads.clone());
+        registry.register(
+            "dmstrack_downloads",
+            "Download jobs by how they ended",
+            downloads.clone(),
+        );
         let download_bytes = Counter::default();
-        registry.register("dmstrack_download_bytes", "Bytes of export zips received", download_bytes.clone());
+        registry.register(
+            "dmstrack_download_bytes",
+            "Bytes of export zips received",
+            download_bytes.clone(),
+        );
         let tickets = Family::<State, Gauge>::default();
-        registry.register("dmstrack_tickets", "Watched tickets by state", tickets.clone());
+        registry.register(
+            "dmstrack_tickets",
+            "Watched tickets by state",
+            tickets.clone(),
+        );
         let last_archive = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "dmstrack_last_archive_timestamp_seconds",
@@ -99,10 +119,22 @@ impl Metrics {
             last_archive.clone(),
         );
         let hooks = Family::<ResultLabel, Counter>::default();
-        registry.register("dmstrack_hook_runs", "on_archived hook runs by result", hooks.clone());
+        registry.register(
+            "dmstrack_hook_runs",
+            "on_archived hook runs by result",
+            hooks.clone(),
+        );
         let build_info = Family::<Version, Gauge>::default();
-        build_info.get_or_create(&Version { version: env!("CARGO_PKG_VERSION") }).set(1);
-        registry.register("dmstrack_build_info", "Build information; the value is always 1", build_info);
+        build_info
+            .get_or_create(&Version {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "dmstrack_build_info",
+            "Build information; the value is always 1",
+            build_info,
+        );
         let metrics = Self {
             registry,
             api_requests,
@@ -120,13 +152,21 @@ impl Metrics {
 
     /// One API attempt ended.
     pub fn api_request(&self, action: &'static str, outcome: &'static str, seconds: f64) {
-        self.api_requests.get_or_create(&ActionOutcome { action, outcome }).inc();
-        self.api_duration.get_or_create(&Action { action }).observe(seconds);
+        self.api_requests
+            .get_or_create(&ActionOutcome { action, outcome })
+            .inc();
+        self.api_duration
+            .get_or_create(&Action { action })
+            .observe(seconds);
     }
 
     /// A status poll was answered with this status (or `error`).
     pub fn poll(&self, status: &str) {
-        self.polls.get_or_create(&Status { status: status.to_owned() }).inc();
+        self.polls
+            .get_or_create(&Status {
+                status: status.to_owned(),
+            })
+            .inc();
     }
 
     /// A download job ended (`archived`, `retry`, `failed`, `cancelled`).
@@ -165,14 +205,17 @@ impl Metrics {
             ("archived", summary.archived),
             ("failed", summary.failed),
         ] {
-            self.tickets.get_or_create(&State { state }).set(count as i64);
+            self.tickets
+                .get_or_create(&State { state })
+                .set(count as i64);
         }
     }
 
     /// The exposition text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

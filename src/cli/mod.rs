@@ -202,7 +202,13 @@ async fn one_shot_client(config: &Config) -> Result<crate::dms::DmsClient, Exit>
     let limiter = std::sync::Arc::new(crate::ratelimit::RateLimiter::new(
         config.dms.max_requests_per_second,
     ));
-    crate::dms::DmsClient::new(&config.dms, credentials, limiter, crate::metrics::Telemetry::default()).map_err(|err| {
+    crate::dms::DmsClient::new(
+        &config.dms,
+        credentials,
+        limiter,
+        crate::metrics::Telemetry::default(),
+    )
+    .map_err(|err| {
         eprintln!(
             "dmstrack: cannot build the HTTP client: {}",
             crate::net::transport_error_text(err)

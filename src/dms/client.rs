@@ -136,8 +136,10 @@ impl DmsError {
 pub(crate) enum Verdict {
     /// A successful answer: the parsed body.
     Done(serde_json::Value),
-    /// Worth another attempt, after the server's hint if it gave one.
+    /// Worth another attempt, after the server's hint if it gave one. `kind` is the metrics
+    /// outcome label (`throttled`, `server_error`, `malformed`, `transport_error`, …).
     Retry {
+        kind: &'static str,
         reason: String,
         hint: Option<Duration>,
     },
@@ -155,12 +157,14 @@ pub(crate) fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: Syste
     if (200..300).contains(&status) {
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
             return Verdict::Retry {
+                kind: "malformed",
                 reason: format!("malformed JSON answer (HTTP {status})"),
                 hint,
             };
         };
         let Ok(envelope) = serde_json::from_value::<Envelope>(value.clone()) else {
             return Verdict::Retry {
+                kind: "malformed",
                 reason: format!("unexpected answer shape (HTTP {status})"),
                 hint,
             };
@@ -184,12 +188,14 @@ pub(crate) fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: Syste
     let error = parse_gateway_error(status, headers, body);
     if status == 429 || status == 503 {
         return Verdict::Retry {
+            kind: "throttled",
             reason: error.to_string(),
             hint,
         };
     }
     match verdict_for_code(error, hint) {
         Verdict::Refused(error) if status >= 500 => Verdict::Retry {
+            kind: "server_error",
             reason: error.to_string(),
             hint,
         },
@@ -199,8 +205,16 @@ pub(crate) fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: Syste
 
 fn verdict_for_code(error: GatewayError, hint: Option<Duration>) -> Verdict {
     let code = error.code.as_str();
-    if code.starts_with("Throttling") || code == "ServiceUnavailable" || code == "InternalError" {
+    if code.starts_with("Throttling") {
         return Verdict::Retry {
+            kind: "throttled",
+            reason: error.to_string(),
+            hint,
+        };
+    }
+    if code == "ServiceUnavailable" || code == "InternalError" {
+        return Verdict::Retry {
+            kind: "server_error",
             reason: error.to_string(),
             hint,
         };
@@ -209,6 +223,7 @@ fn verdict_for_code(error: GatewayError, hint: Option<Duration>) -> Verdict {
     // nonce on the next attempt fixes it.
     if code == "SignatureNonceUsed" {
         return Verdict::Retry {
+            kind: "nonce_reused",
             reason: error.to_string(),
             hint,
         };
@@ -476,13 +491,27 @@ impl DmsClient {
                 .get()
                 .await
                 .map_err(|source| DmsError::Credentials { action, source })?;
+            inner.telemetry.health.credentials_resolved();
+            let started = tokio::time::Instant::now();
             let verdict = match self.send_once(action, params, &credentials).await {
                 Ok((status, headers, body)) => classify(status, &headers, &body, SystemTime::now()),
                 Err(err) => Verdict::Retry {
+                    kind: "transport_error",
                     reason: crate::net::transport_error_text(err),
                     hint: None,
                 },
             };
+            let outcome = match &verdict {
+                Verdict::Done(_) => "success",
+                Verdict::Retry { kind, .. } => kind,
+                Verdict::RefreshCredentials(_) => "token_expired",
+                Verdict::Auth(_) => "auth_error",
+                Verdict::Refused(_) => "rejected",
+            };
+            inner
+                .telemetry
+                .metrics
+                .api_request(action, outcome, started.elapsed().as_secs_f64());
             match verdict {
                 Verdict::Done(body) => {
                     inner.telemetry.health.api_answered();
