@@ -38,6 +38,8 @@ use crate::state::{DownloadProgress, StateStore, TicketRecord, TicketState};
 pub const MAX_POLLS_IN_FLIGHT: usize = 32;
 /// How often download progress is written to the state file while a download runs.
 const PROGRESS_SAVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the main loop ticks to prove it is alive.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for running jobs to reach a safe point.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -169,6 +171,13 @@ pub struct Scheduler {
     auth_failure: Option<DmsError>,
     rng: fastrand::Rng,
     jobs_cancel: CancellationToken,
+    heartbeat: Heartbeat,
+}
+
+/// What the main loop does on its regular tick, besides the health heartbeat.
+struct Heartbeat {
+    every: Duration,
+    tick: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -225,6 +234,10 @@ impl Scheduler {
             auth_failure: None,
             rng: fastrand::Rng::new(),
             jobs_cancel: CancellationToken::new(),
+            heartbeat: Heartbeat {
+                every: DEFAULT_HEARTBEAT,
+                tick: None,
+            },
         };
         for spec in tickets {
             scheduler.add_ticket(spec);
@@ -240,6 +253,15 @@ impl Scheduler {
         }
         scheduler.publish_summary();
         scheduler
+    }
+
+    /// Calls `tick` from the main loop every `every` (e.g. systemd's `WATCHDOG=1`).
+    pub fn with_heartbeat(mut self, every: Duration, tick: Box<dyn FnMut() + Send>) -> Self {
+        self.heartbeat = Heartbeat {
+            every,
+            tick: Some(tick),
+        };
+        self
     }
 
     fn add_ticket(&mut self, spec: TicketSpec) {
@@ -390,6 +412,10 @@ impl Scheduler {
                 TicketState::Failed => summary.failed += 1,
             }
         }
+        let telemetry = &self.services.telemetry;
+        telemetry.metrics.set_tickets(&summary);
+        let active = summary.pending + summary.waiting + summary.downloading + summary.extracting;
+        telemetry.health.set_pending(active > 0);
         self.summary.send_if_modified(|current| {
             let changed = *current != summary;
             *current = summary;
@@ -515,6 +541,8 @@ impl Scheduler {
     }
 
     fn on_poll(&mut self, id: &str, result: Result<ExportStatus, DmsError>) {
+        let status_label = result.as_ref().map_or("error", |s| s.status.as_str());
+        self.services.telemetry.metrics.poll(status_label);
         let ticket = self.tickets.get_mut(id).expect("present");
         ticket.record.attempts += 1;
         let attempts = ticket.record.attempts;
@@ -624,6 +652,16 @@ impl Scheduler {
     }
 
     fn on_job(&mut self, id: &str, outcome: JobOutcome) {
+        let metrics = &self.services.telemetry.metrics;
+        match &outcome {
+            JobOutcome::Archived { .. } => {
+                metrics.download("archived");
+                metrics.archived_now();
+            }
+            JobOutcome::RetryLater(_) => metrics.download("retry"),
+            JobOutcome::Failed(_) | JobOutcome::AuthFailed(_) => metrics.download("failed"),
+            JobOutcome::Cancelled => metrics.download("cancelled"),
+        }
         let ticket = self.tickets.get_mut(id).expect("present");
         ticket.job_cancel = None;
         ticket.saved_bytes = 0;
@@ -752,6 +790,7 @@ impl Scheduler {
         mut control: mpsc::Receiver<Control>,
     ) -> RunOutcome {
         let mut next_progress_save = Instant::now() + PROGRESS_SAVE_INTERVAL;
+        let mut next_heartbeat = Instant::now();
         let interrupted = loop {
             self.start_due_work();
             if self.auth_failure.is_some() {
@@ -781,6 +820,15 @@ impl Scheduler {
                 _ = tokio::time::sleep_until(next_progress_save), if downloading => {
                     self.save_progress();
                     next_progress_save = Instant::now() + PROGRESS_SAVE_INTERVAL;
+                }
+                // The loop proves it is alive (liveness, systemd watchdog) by ticking here: a
+                // wedged loop stops ticking. One wake-up per interval is the only idle cost.
+                _ = tokio::time::sleep_until(next_heartbeat) => {
+                    self.services.telemetry.health.beat();
+                    if let Some(tick) = &mut self.heartbeat.tick {
+                        tick();
+                    }
+                    next_heartbeat = Instant::now() + self.heartbeat.every;
                 }
             }
         };
