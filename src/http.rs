@@ -79,7 +79,7 @@ pub async fn probe(addr: &str) -> Result<(), String> {
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| crate::net::transport_error_text(e))?;
+        .map_err(crate::net::transport_error_text)?;
     let response = client
         .get(format!("http://{addr}/healthz"))
         .send()

@@ -282,14 +282,15 @@ impl Scheduler {
         record.tid = spec.tid;
         let mut save = false;
         // The manifest is the truth: a ticket with one is archived, whatever the state says.
-        if let Some(key) = record.download_key_id.clone() {
-            if !record.state.is_terminal() && self.layout.is_archived(spec.order_id, &key) {
-                record.state = TicketState::Archived;
-                record.archive = Some(self.layout.final_dir(spec.order_id, &key));
-                record.next_poll_at = None;
-                record.last_error = None;
-                save = true;
-            }
+        if let Some(key) = record.download_key_id.clone()
+            && !record.state.is_terminal()
+            && self.layout.is_archived(spec.order_id, &key)
+        {
+            record.state = TicketState::Archived;
+            record.archive = Some(self.layout.final_dir(spec.order_id, &key));
+            record.next_poll_at = None;
+            record.last_error = None;
+            save = true;
         }
         // A download or extraction interrupted by a restart resumes from a fresh status query
         // (the signed URL is never stored); the partial download is kept for Range.
