@@ -1,1 +1,0 @@
-//! DMS Enterprise API simulator (being written).
