@@ -96,8 +96,8 @@ pub(crate) struct ExportBody {
     pub(crate) download_key_id: Option<String>,
 }
 
-/// One status answer, decoded.
-#[derive(Debug, Clone)]
+/// One status answer, decoded. `Debug` leaves out `body`, which holds the signed URL.
+#[derive(Clone)]
 pub struct ExportStatus {
     /// The gateway's request id, for support tickets.
     pub request_id: String,
@@ -111,6 +111,18 @@ pub struct ExportStatus {
     pub total_count: Option<i64>,
     /// The whole response body, for `dmstrack query` to print.
     pub body: serde_json::Value,
+}
+
+impl std::fmt::Debug for ExportStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportStatus")
+            .field("request_id", &self.request_id)
+            .field("status", &self.status)
+            .field("url", &self.url)
+            .field("status_desc", &self.status_desc)
+            .field("total_count", &self.total_count)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ExportStatus {
