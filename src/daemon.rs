@@ -1,21 +1,28 @@
-//! Wires a validated config into a running scheduler: credentials, the API client, the
-//! downloader, the archive layout and the state store. `cli/run.rs` adds signals on top;
-//! tests call [`run`] directly with their own shutdown token.
+//! Wires a validated config into a running scheduler, and runs it as a daemon: credentials,
+//! the API client, the downloader, the archive layout and state store; the HTTP listener;
+//! systemd notifications (READY, STATUS, WATCHDOG, RELOADING, STOPPING); and config reloads.
+//!
+//! `cli/run.rs` turns signals into the shutdown token and the reload channel; tests call
+//! [`Daemon::start`] and [`Daemon::run`] directly with their own.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 use crate::archive::ArchiveLayout;
-use crate::config::Config;
+use crate::config::{Config, ConfigEnv};
 use crate::credentials::{CredentialEnv, CredentialProvider};
 use crate::dms::DmsClient;
 use crate::download::Downloader;
+use crate::http::HttpState;
 use crate::metrics::Telemetry;
+use crate::notify::Notifier;
 use crate::pipeline::PipelineContext;
 use crate::ratelimit::RateLimiter;
-use crate::scheduler::{Control, RunOutcome, Scheduler, Services, Summary};
+use crate::scheduler::{Control, DEFAULT_HEARTBEAT, RunOutcome, Scheduler, Services, Summary};
 use crate::state::StateStore;
 
 /// Why the daemon could not start.
@@ -27,16 +34,18 @@ pub enum StartError {
     /// The state or archive directory cannot be used.
     #[error("{0}")]
     Storage(String),
-    /// The HTTP client could not be built.
-    #[error("cannot build the HTTP client: {0}")]
+    /// The HTTP client could not be built, or the listener could not bind.
+    #[error("{0}")]
     Http(String),
 }
 
 impl StartError {
-    /// The exit code: 78 unless a credential source was merely unreachable.
+    /// The exit code: 75 when a credential source was merely unreachable, 1 when the listen
+    /// address is busy (a restart may well help), 78 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Credentials(e) if !e.is_config() => 75,
+            Self::Http(_) => 1,
             _ => 78,
         }
     }
@@ -49,23 +58,20 @@ pub struct RunOptions {
     pub once: bool,
 }
 
-/// Builds what the scheduler uses from a config. `limiter` is shared across reloads when the
-/// rate does not change, so the limit holds across the swap.
+/// Builds what the scheduler uses from a config.
 pub fn build_services(
     config: &Config,
     credentials: CredentialProvider,
     limiter: Arc<RateLimiter>,
     telemetry: Telemetry,
 ) -> Result<Services, StartError> {
-    let dms = DmsClient::new(&config.dms, credentials, limiter, telemetry.clone())
-        .map_err(|e| StartError::Http(crate::net::transport_error_text(e)))?;
-    let downloader = Downloader::new(&config.download, Arc::clone(&telemetry.metrics))
-        .map_err(|e| StartError::Http(crate::net::transport_error_text(e)))?;
-    let layout = ArchiveLayout::new(&config.archive.dir);
+    let http_error = |e| StartError::Http(format!("cannot build the HTTP client: {}", crate::net::transport_error_text(e)));
+    let dms = DmsClient::new(&config.dms, credentials, limiter, telemetry.clone()).map_err(http_error)?;
+    let downloader = Downloader::new(&config.download, Arc::clone(&telemetry.metrics)).map_err(http_error)?;
     let pipeline = PipelineContext {
         dms: dms.clone(),
         downloader,
-        layout,
+        layout: ArchiveLayout::new(&config.archive.dir),
         archive: config.archive.clone(),
         download: config.download,
         permits: Arc::new(tokio::sync::Semaphore::new(config.download.concurrency)),
@@ -75,57 +81,7 @@ pub fn build_services(
         pipeline: Arc::new(pipeline),
         poll: config.poll,
         telemetry,
-    })
-}
-
-/// A daemon ready to run: everything local is in place (READY=1 may be sent).
-#[derive(Debug)]
-pub struct Prepared {
-    scheduler: Scheduler,
-    /// Counts per state, updated as tickets move.
-    pub summary: watch::Receiver<Summary>,
-    /// Send reloads here.
-    pub control: mpsc::Sender<Control>,
-    control_rx: mpsc::Receiver<Control>,
-}
-
-/// Checks the directories, builds credentials and clients, and loads ticket state. Makes no
-/// network call.
-pub fn prepare(config: &Config, options: RunOptions) -> Result<Prepared, StartError> {
-    let credentials = CredentialProvider::new(&config.credentials, CredentialEnv::from_process())?;
-    prepare_with(config, options, credentials)
-}
-
-/// [`prepare`] with a given credential provider (tests).
-pub fn prepare_with(
-    config: &Config,
-    options: RunOptions,
-    credentials: CredentialProvider,
-) -> Result<Prepared, StartError> {
-    let store = StateStore::open(&config.state.dir)
-        .map_err(|e| StartError::Storage(format!("state directory: {e}")))?;
-    let layout = ArchiveLayout::new(&config.archive.dir);
-    layout
-        .ensure()
-        .map_err(|e| StartError::Storage(format!("archive directory: {e}")))?;
-    check_writable(&config.state.dir)?;
-    check_writable(&config.archive.dir)?;
-    let limiter = Arc::new(RateLimiter::new(config.dms.max_requests_per_second));
-    let services = build_services(config, credentials, limiter, Telemetry::default())?;
-    let (summary_tx, summary) = watch::channel(Summary::default());
-    let scheduler = Scheduler::new(
-        config.tickets.clone(),
-        services,
-        store,
-        options.once,
-        summary_tx,
-    );
-    let (control, control_rx) = mpsc::channel(4);
-    Ok(Prepared {
-        scheduler,
-        summary,
-        control,
-        control_rx,
+        hooks: config.hooks.clone(),
     })
 }
 
@@ -135,18 +91,194 @@ fn check_writable(dir: &std::path::Path) -> Result<(), StartError> {
         .map_err(|e| StartError::Storage(format!("{} is not writable: {e}", dir.display())))
 }
 
-impl Prepared {
-    /// Runs until `shutdown`, or with `--once` until every ticket is terminal.
-    pub async fn run(self, shutdown: CancellationToken) -> RunOutcome {
-        self.scheduler.run(shutdown, self.control_rx).await
+/// A daemon whose local set-up is done (config, state, archive, credentials, listener): the
+/// moment `READY=1` is sent. Nothing here waits on the API.
+#[derive(Debug)]
+pub struct Daemon {
+    config: Config,
+    env: ConfigEnv,
+    credential_env: CredentialEnv,
+    telemetry: Telemetry,
+    limiter: Arc<RateLimiter>,
+    notifier: Arc<Notifier>,
+    scheduler: Scheduler,
+    summary: watch::Receiver<Summary>,
+    control: mpsc::Sender<Control>,
+    control_rx: mpsc::Receiver<Control>,
+    http_stop: CancellationToken,
+    /// Where the listener is bound, when `[http]` is set.
+    pub http_addr: Option<std::net::SocketAddr>,
+}
+
+impl Daemon {
+    /// Checks the directories, builds credentials and clients, loads ticket state and binds
+    /// the listener. Makes no call to the API.
+    pub async fn start(
+        config: Config,
+        env: ConfigEnv,
+        credential_env: CredentialEnv,
+        options: RunOptions,
+        notifier: Notifier,
+    ) -> Result<Self, StartError> {
+        let credentials = CredentialProvider::new(&config.credentials, credential_env.clone())?;
+        let store = StateStore::open(&config.state.dir).map_err(|e| StartError::Storage(format!("state directory: {e}")))?;
+        ArchiveLayout::new(&config.archive.dir)
+            .ensure()
+            .map_err(|e| StartError::Storage(format!("archive directory: {e}")))?;
+        check_writable(&config.state.dir)?;
+        check_writable(&config.archive.dir)?;
+        let telemetry = Telemetry::default();
+        let limiter = Arc::new(RateLimiter::new(config.dms.max_requests_per_second));
+        let services = build_services(&config, credentials, Arc::clone(&limiter), telemetry.clone())?;
+        let (summary_tx, summary) = watch::channel(Summary::default());
+        let notifier = Arc::new(notifier);
+        // The loop's tick doubles as the systemd watchdog ping, at half WATCHDOG_USEC.
+        let every = notifier.watchdog_interval().map_or(DEFAULT_HEARTBEAT, |w| w.min(DEFAULT_HEARTBEAT));
+        let ping = Arc::clone(&notifier);
+        let scheduler = Scheduler::new(config.tickets.clone(), services, store, options.once, summary_tx)
+            .with_heartbeat(every, Box::new(move || ping.watchdog()));
+        let http_stop = CancellationToken::new();
+        let http_addr = match config.http {
+            Some(http) => {
+                let state = HttpState {
+                    metrics: Arc::clone(&telemetry.metrics),
+                    health: Arc::clone(&telemetry.health),
+                    max_loop_silence: every * 3 + Duration::from_secs(30),
+                    api_window: readiness_window(&config),
+                };
+                let addr = crate::http::serve(http.listen, state, http_stop.clone())
+                    .await
+                    .map_err(|e| StartError::Http(format!("cannot listen on {}: {e}", http.listen)))?;
+                info!(listen = %addr, "serving /metrics, /healthz and /readyz");
+                Some(addr)
+            }
+            None => None,
+        };
+        let (control, control_rx) = mpsc::channel(4);
+        Ok(Self {
+            config,
+            env,
+            credential_env,
+            telemetry,
+            limiter,
+            notifier,
+            scheduler,
+            summary,
+            control,
+            control_rx,
+            http_stop,
+            http_addr,
+        })
+    }
+
+    /// The metrics and health this daemon reports.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Runs until `shutdown`, or with `--once` until every ticket is terminal. Each message on
+    /// `reloads` re-reads the config file: a valid one is applied, a bad one is reported and
+    /// the running config stays.
+    pub async fn run(self, shutdown: CancellationToken, mut reloads: mpsc::Receiver<()>) -> RunOutcome {
+        let Self {
+            mut config,
+            env,
+            credential_env,
+            telemetry,
+            mut limiter,
+            notifier,
+            scheduler,
+            mut summary,
+            control,
+            control_rx,
+            http_stop,
+            ..
+        } = self;
+        notifier.ready();
+        notifier.status(&summary.borrow().line());
+        let mut scheduler = tokio::spawn(scheduler.run(shutdown.clone(), control_rx));
+        let mut reload_error: Option<String> = None;
+        let mut stopping_sent = false;
+        let outcome = loop {
+            tokio::select! {
+                joined = &mut scheduler => break joined.expect("the scheduler does not panic"),
+                Ok(()) = summary.changed() => {
+                    notifier.status(&status_line(&summary.borrow(), reload_error.as_deref()));
+                }
+                Some(()) = reloads.recv() => {
+                    notifier.reloading();
+                    match reload(&config, &env, &credential_env, &telemetry, &limiter) {
+                        Ok((new_config, new_limiter, services)) => {
+                            let tickets = new_config.tickets.clone();
+                            if control.send(Control::Reload { tickets, services: Box::new(services) }).await.is_ok() {
+                                config = new_config;
+                                limiter = new_limiter;
+                                reload_error = None;
+                                info!(config = %config.source.display(), tickets = config.tickets.len(), "config reloaded");
+                            }
+                        }
+                        Err(message) => {
+                            error!(error = %message, "config reload failed; keeping the running config");
+                            reload_error = Some(message);
+                        }
+                    }
+                    telemetry.health.set_reload_error(reload_error.clone());
+                    notifier.status(&status_line(&summary.borrow(), reload_error.as_deref()));
+                    notifier.ready();
+                }
+                _ = shutdown.cancelled(), if !stopping_sent => {}
+            }
+            if shutdown.is_cancelled() && !stopping_sent {
+                notifier.stopping();
+                stopping_sent = true;
+            }
+        };
+        http_stop.cancel();
+        outcome
     }
 }
 
-/// `prepare` then `run`.
-pub async fn run(
-    config: &Config,
-    options: RunOptions,
-    shutdown: CancellationToken,
-) -> Result<RunOutcome, StartError> {
-    Ok(prepare(config, options)?.run(shutdown).await)
+fn status_line(summary: &Summary, reload_error: Option<&str>) -> String {
+    match reload_error {
+        Some(error) => format!("{}; config reload failed: {error}", summary.line()),
+        None => summary.line(),
+    }
+}
+
+/// How long `/readyz` tolerates API silence while tickets are pending: a few poll intervals.
+fn readiness_window(config: &Config) -> Duration {
+    (config.poll.max_interval * 3).max(Duration::from_secs(300))
+}
+
+/// Reads and validates the config again and builds its services. Settings that cannot change
+/// in a running process (directories, listener) keep their running values, with a warning.
+fn reload(
+    current: &Config,
+    env: &ConfigEnv,
+    credential_env: &CredentialEnv,
+    telemetry: &Telemetry,
+    limiter: &Arc<RateLimiter>,
+) -> Result<(Config, Arc<RateLimiter>, Services), String> {
+    let mut new = Config::load(&current.source, env).map_err(|e| e.to_string())?;
+    for (name, changed) in [
+        ("state.dir", new.state.dir != current.state.dir),
+        ("archive.dir", new.archive.dir != current.archive.dir),
+        ("http.listen", new.http != current.http),
+    ] {
+        if changed {
+            warn!(setting = name, "a changed {name} takes effect at the next restart");
+        }
+    }
+    new.state = current.state.clone();
+    new.archive.dir = current.archive.dir.clone();
+    new.http = current.http;
+    let credentials = CredentialProvider::new(&new.credentials, credential_env.clone()).map_err(|e| format!("credentials: {e}"))?;
+    // The rate limit holds across the swap unless the rate itself changed.
+    let limiter = if new.dms.max_requests_per_second == current.dms.max_requests_per_second {
+        Arc::clone(limiter)
+    } else {
+        Arc::new(RateLimiter::new(new.dms.max_requests_per_second))
+    };
+    let services = build_services(&new, credentials, Arc::clone(&limiter), telemetry.clone()).map_err(|e| e.to_string())?;
+    Ok((new, limiter, services))
 }

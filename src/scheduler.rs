@@ -31,7 +31,7 @@ use crate::dms::{DmsClient, DmsError, DownloadStatus, ExportStatus};
 use crate::download::Progress;
 use crate::pipeline::{Job, JobEvent, JobOutcome, PipelineContext, run_job};
 use crate::retry::Backoff;
-use crate::state::{DownloadProgress, StateStore, TicketRecord, TicketState};
+use crate::state::{DownloadProgress, HookOutcome, StateStore, TicketRecord, TicketState};
 
 /// Status queries in flight at once; more due tickets wait their turn (the rate limit paces
 /// them anyway, this only bounds memory after a restart with many due tickets).
@@ -104,6 +104,8 @@ pub struct Services {
     pub poll: PollSettings,
     /// Metrics and health.
     pub telemetry: crate::metrics::Telemetry,
+    /// `[hooks]`.
+    pub hooks: crate::config::HookSettings,
 }
 
 impl Services {
@@ -133,6 +135,7 @@ enum TaskResult {
     Export(Result<String, DmsError>),
     Poll(Result<ExportStatus, DmsError>),
     Job(JobOutcome),
+    Hook(Option<HookOutcome>),
 }
 
 struct Ticket {
@@ -512,6 +515,7 @@ impl Scheduler {
             TaskResult::Export(result) => self.on_export(&id, result),
             TaskResult::Poll(result) => self.on_poll(&id, result),
             TaskResult::Job(outcome) => self.on_job(&id, outcome),
+            TaskResult::Hook(outcome) => self.on_hook(&id, outcome),
         }
     }
 
@@ -677,6 +681,7 @@ impl Scheduler {
                 info!(order_id = ticket.spec.order_id, download_key_id = ticket.record.download_key_id.as_deref().unwrap_or(""),
                       label = ticket.spec.label.as_deref().unwrap_or(""), archive = %dir.display(), files, bytes, "archived");
                 self.transition(id, TicketState::Archived, None);
+                self.start_hook(id, dir);
             }
             JobOutcome::Failed(error) => self.transition(id, TicketState::Failed, Some(error)),
             JobOutcome::RetryLater(error) => {
@@ -688,6 +693,33 @@ impl Scheduler {
             JobOutcome::AuthFailed(err) => self.on_auth_failure(id, err),
             JobOutcome::Cancelled => {}
         }
+    }
+
+    /// Runs `hooks.on_archived` for a freshly published archive, as its own task: the ticket
+    /// is archived already (a failing hook never undoes that) and its download slot is free.
+    fn start_hook(&mut self, id: &str, dir: PathBuf) {
+        if self.services.hooks.on_archived.is_none() {
+            return;
+        }
+        let settings = self.services.hooks.clone();
+        let ticket = &self.tickets[id];
+        let order_id = ticket.spec.order_id;
+        let key = ticket.record.download_key_id.clone().unwrap_or_default();
+        let label = ticket.spec.label.clone();
+        let task_id = id.to_owned();
+        self.jobs.spawn(async move {
+            let outcome = crate::hooks::run_on_archived(&settings, &dir, order_id, &key, label.as_deref()).await;
+            (task_id, TaskResult::Hook(outcome))
+        });
+    }
+
+    fn on_hook(&mut self, id: &str, outcome: Option<HookOutcome>) {
+        let Some(outcome) = outcome else { return };
+        self.services.telemetry.metrics.hook(&outcome.result);
+        let ticket = self.tickets.get_mut(id).expect("present");
+        ticket.record.hook = Some(outcome);
+        let record = ticket.record.clone();
+        self.persist(&record);
     }
 
     fn on_event(&mut self, event: JobEvent) {
