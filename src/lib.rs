@@ -25,3 +25,4 @@ pub mod secret;
 pub mod signed_url;
 pub mod sim;
 pub mod state;
+pub mod demo;

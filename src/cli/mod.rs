@@ -170,8 +170,31 @@ async fn dispatch(cli: Cli, env: ConfigEnv) -> Exit {
         Command::Check { online } => check::run(&config_path, &env, online).await,
         Command::Run { once } => run::run(&config_path, &env, once).await,
         Command::Status { json } => status::run(&config_path, &env, json),
-        Command::Healthcheck { .. } | Command::Demo { .. } => {
-            eprintln!("dmstrack: this command is not available yet");
+        Command::Demo { dir } => match crate::demo::run(&dir).await {
+            Ok(true) => Exit::Success,
+            Ok(false) => Exit::Failure,
+            Err(message) => {
+                eprintln!("dmstrack demo: {message}");
+                Exit::Failure
+            }
+        },
+        Command::Healthcheck { addr } => healthcheck(addr, &config_path, &env).await,
+    }
+}
+
+/// `dmstrack healthcheck`: probes `--addr`, else the config's `[http] listen`, else the default.
+async fn healthcheck(addr: Option<String>, config_path: &std::path::Path, env: &ConfigEnv) -> Exit {
+    let addr = addr.unwrap_or_else(|| {
+        let listen = Config::load(config_path, env)
+            .ok()
+            .and_then(|c| c.http)
+            .map_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9464)), |h| h.listen);
+        crate::http::probe_address(listen)
+    });
+    match crate::http::probe(&addr).await {
+        Ok(()) => Exit::Success,
+        Err(message) => {
+            eprintln!("dmstrack healthcheck: {message}");
             Exit::Failure
         }
     }
