@@ -1,1 +1,0 @@
-//! Safe, parallel zip extraction (being written).
