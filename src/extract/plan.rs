@@ -65,6 +65,7 @@ pub(super) fn plan(
     reader: &SharedFile,
     options: &ExtractOptions,
 ) -> Result<Plan, ExtractError> {
+    // Records actually parsed from the central directory, not the end record's claim.
     let entries = archive.len() as u64;
     if entries > options.max_entries {
         let first_past = usize::try_from(options.max_entries).unwrap_or(usize::MAX);
@@ -86,6 +87,8 @@ pub(super) fn plan(
         });
     }
 
+    // Declared sizes are summed here so an honest bomb fails before anything is written;
+    // the limit on bytes actually written is enforced while unpacking.
     let mut checked = Vec::with_capacity(archive.len());
     let mut declared_total: u64 = 0;
     for index in 0..archive.len() {
