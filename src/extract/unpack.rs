@@ -1,0 +1,384 @@
+//! The parallel write pass: worker threads pull files from a shared counter, inflate each one
+//! into a new file under the destination, hash it with SHA-256 and check its CRC-32 and size,
+//! all while counting every written byte against the archive-wide limit.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use sha2::{Digest, Sha256};
+use zip::{ZipArchive, ZipReadOptions};
+
+use super::plan::PlannedFile;
+use super::{ExtractError, ExtractOptions, ExtractedFile};
+
+/// Read and write chunk: large enough that per-chunk costs (syscalls, the atomic budget, the
+/// stop flag) vanish, small enough that memory stays flat whatever the archive size.
+const CHUNK_LEN: usize = 256 * 1024;
+
+/// A cursor over a shared open file that reads with `pread`, so every worker can own a cheap
+/// clone of the `ZipArchive` (its parsed central directory is behind an `Arc`) and seek
+/// independently without reopening or re-parsing the zip.
+#[derive(Debug, Clone)]
+pub(super) struct SharedFile {
+    file: Arc<File>,
+    len: u64,
+    position: u64,
+}
+
+impl SharedFile {
+    pub(super) fn new(file: File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self {
+            file: Arc::new(file),
+            len,
+            position: 0,
+        })
+    }
+
+    pub(super) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+}
+
+impl Read for SharedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.file.read_at(buf, self.position) {
+                Ok(n) => {
+                    self.position += n as u64;
+                    return Ok(n);
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+impl Seek for SharedFile {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let target = match pos {
+            SeekFrom::Start(offset) => Some(offset),
+            SeekFrom::End(delta) => self.len.checked_add_signed(delta),
+            SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
+        };
+        self.position = target.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the zip",
+            )
+        })?;
+        Ok(self.position)
+    }
+}
+
+/// Bytes written so far across all workers, against `max_unpacked_bytes`.
+#[derive(Debug)]
+pub(super) struct Budget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl Budget {
+    pub(super) fn new(limit: u64) -> Self {
+        Self {
+            used: AtomicU64::new(0),
+            limit,
+        }
+    }
+
+    /// Claims `bytes` before they are written; false once the total would pass the limit.
+    fn claim(&self, bytes: u64) -> bool {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        before.saturating_add(bytes) <= self.limit
+    }
+}
+
+/// State shared by the workers.
+struct Shared<'a> {
+    files: &'a [PlannedFile],
+    /// Indices into `files`, largest first, so the long files start early and the short
+    /// ones fill the gaps at the end.
+    order: Vec<usize>,
+    next: AtomicUsize,
+    stop: AtomicBool,
+    budget: Budget,
+    first_error: Mutex<Option<ExtractError>>,
+    dest: &'a Path,
+    sync: bool,
+}
+
+impl Shared<'_> {
+    fn fail(&self, error: ExtractError) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut slot = self
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert(error);
+    }
+}
+
+/// Writes every planned file under `dest` (whose directories exist) on up to
+/// `options.threads` threads; stops all of them at the first error and returns it.
+pub(super) fn unpack(
+    archive: &ZipArchive<SharedFile>,
+    files: &[PlannedFile],
+    dest: &Path,
+    options: &ExtractOptions,
+) -> Result<Vec<ExtractedFile>, ExtractError> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
+    let shared = Shared {
+        files,
+        order,
+        next: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        budget: Budget::new(options.max_unpacked_bytes),
+        first_error: Mutex::new(None),
+        dest,
+        sync: options.sync,
+    };
+    let threads = match options.threads {
+        0 => thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
+    .clamp(1, files.len().max(1));
+
+    let mut written = Vec::with_capacity(files.len());
+    thread::scope(|scope| {
+        let shared = &shared;
+        // This thread is a worker too; if the system refuses more threads, fewer do the job.
+        let helpers: Vec<_> = (1..threads)
+            .map_while(|_| {
+                let archive = archive.clone();
+                thread::Builder::new()
+                    .name("dmstrack-unzip".to_owned())
+                    .spawn_scoped(scope, move || work(shared, archive))
+                    .ok()
+            })
+            .collect();
+        written.extend(work(shared, archive.clone()));
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => written.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+
+    match shared
+        .first_error
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        Some(error) => Err(error),
+        None => Ok(written),
+    }
+}
+
+/// One worker: takes files until none are left or another worker failed.
+fn work(shared: &Shared<'_>, mut archive: ZipArchive<SharedFile>) -> Vec<ExtractedFile> {
+    let mut buf = vec![0_u8; CHUNK_LEN];
+    let mut done = Vec::new();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Some(&i) = shared
+            .order
+            .get(shared.next.fetch_add(1, Ordering::Relaxed))
+        else {
+            break;
+        };
+        match write_file(shared, &mut archive, &shared.files[i], &mut buf) {
+            Ok(file) => done.push(file),
+            Err(Failure::Stopped) => break,
+            Err(Failure::Error(error)) => {
+                shared.fail(error);
+                break;
+            }
+        }
+    }
+    done
+}
+
+enum Failure {
+    /// Another worker failed first; this one gave up quietly.
+    Stopped,
+    Error(ExtractError),
+}
+
+impl From<ExtractError> for Failure {
+    fn from(error: ExtractError) -> Self {
+        Self::Error(error)
+    }
+}
+
+fn write_file(
+    shared: &Shared<'_>,
+    archive: &mut ZipArchive<SharedFile>,
+    planned: &PlannedFile,
+    buf: &mut [u8],
+) -> Result<ExtractedFile, Failure> {
+    let corrupt = |reason: String| ExtractError::CorruptEntry {
+        entry: planned.entry.clone(),
+        reason,
+    };
+    let target = shared.dest.join(&planned.path);
+    let write_error = |source| ExtractError::Write {
+        entry: planned.entry.clone(),
+        path: target.clone(),
+        source,
+    };
+
+    // The CRC-32 is checked below by this module, with a message that says what is wrong;
+    // the crate's own check would only report "Invalid checksum".
+    let mut entry = archive
+        .by_index_with_options(planned.index, ZipReadOptions::new().ignore_crc32(true))
+        .map_err(|err| corrupt(format!("cannot locate its data: {err}")))?;
+    // O_EXCL: never follow or reuse anything already at the path.
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .map_err(write_error)?;
+
+    let copied = copy_entry(
+        &mut entry,
+        &mut out,
+        planned.size,
+        &shared.budget,
+        &shared.stop,
+        buf,
+    )
+    .map_err(|err| match err {
+        CopyError::Stopped => Failure::Stopped,
+        CopyError::Read(err) => corrupt(format!("cannot read or inflate its data: {err}")).into(),
+        CopyError::PastDeclaredSize(err) => {
+            let detail = err.map(|err| format!(" ({err})")).unwrap_or_default();
+            let size = planned.size;
+            corrupt(format!(
+                "data runs past its declared size of {size} bytes{detail}"
+            ))
+            .into()
+        }
+        CopyError::ShortOfDeclaredSize(got) => {
+            let size = planned.size;
+            corrupt(format!(
+                "data ends after {got} of its declared {size} bytes"
+            ))
+            .into()
+        }
+        CopyError::OverBudget => ExtractError::TooLarge {
+            entry: planned.entry.clone(),
+            limit: shared.budget.limit,
+        }
+        .into(),
+        CopyError::Write(err) => write_error(err).into(),
+    })?;
+    if copied.crc32 != planned.crc32 {
+        return Err(corrupt(format!(
+            "CRC-32 mismatch: stored {:08x}, computed {:08x}",
+            planned.crc32, copied.crc32
+        ))
+        .into());
+    }
+    if shared.sync {
+        out.sync_all().map_err(write_error)?;
+    }
+    Ok(ExtractedFile {
+        path: planned.path.clone(),
+        bytes: copied.bytes,
+        sha256: copied.sha256,
+    })
+}
+
+/// What [`copy_entry`] measured.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Copied {
+    pub(super) bytes: u64,
+    pub(super) crc32: u32,
+    pub(super) sha256: String,
+}
+
+#[derive(Debug)]
+pub(super) enum CopyError {
+    /// The stop flag was raised by another worker.
+    Stopped,
+    /// Reading or inflating failed.
+    Read(io::Error),
+    /// The data went on after the declared size (with the reader's error, if it raised one).
+    PastDeclaredSize(Option<io::Error>),
+    /// The data ended early, after this many bytes.
+    ShortOfDeclaredSize(u64),
+    /// The archive-wide byte limit would be passed.
+    OverBudget,
+    /// Writing the output failed.
+    Write(io::Error),
+}
+
+/// Copies one entry's data from `reader` to `out` in `buf`-sized chunks, hashing as it goes.
+///
+/// Every chunk is claimed from `budget` before it is written, so the limit holds on bytes
+/// actually written whatever the headers claim. The reader is never asked for more than the
+/// declared size; one more read must then report the end (the zip crate fails that read if
+/// the data goes on), so an entry is never longer than declared either.
+pub(super) fn copy_entry(
+    reader: &mut impl Read,
+    out: &mut impl Write,
+    declared: u64,
+    budget: &Budget,
+    stop: &AtomicBool,
+    buf: &mut [u8],
+) -> Result<Copied, CopyError> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut sha = Sha256::new();
+    let mut written: u64 = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(CopyError::Stopped);
+        }
+        let remaining = declared - written;
+        let want = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
+        // At the declared size, read a whole chunk anyway: it must come back empty.
+        let want = if want == 0 { buf.len() } else { want };
+        let n = match reader.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if remaining == 0 => return Err(CopyError::PastDeclaredSize(Some(err))),
+            Err(err) => return Err(CopyError::Read(err)),
+        };
+        if remaining == 0 {
+            return Err(CopyError::PastDeclaredSize(None));
+        }
+        if !budget.claim(n as u64) {
+            return Err(CopyError::OverBudget);
+        }
+        let chunk = &buf[..n];
+        crc.update(chunk);
+        sha.update(chunk);
+        out.write_all(chunk).map_err(CopyError::Write)?;
+        written += n as u64;
+    }
+    if written != declared {
+        return Err(CopyError::ShortOfDeclaredSize(written));
+    }
+    Ok(Copied {
+        bytes: written,
+        crc32: crc.finalize(),
+        sha256: to_hex(&sha.finalize()),
+    })
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]])
+        .map(char::from)
+        .collect()
+}
