@@ -65,9 +65,16 @@ pub fn build_services(
     limiter: Arc<RateLimiter>,
     telemetry: Telemetry,
 ) -> Result<Services, StartError> {
-    let http_error = |e| StartError::Http(format!("cannot build the HTTP client: {}", crate::net::transport_error_text(e)));
-    let dms = DmsClient::new(&config.dms, credentials, limiter, telemetry.clone()).map_err(http_error)?;
-    let downloader = Downloader::new(&config.download, Arc::clone(&telemetry.metrics)).map_err(http_error)?;
+    let http_error = |e| {
+        StartError::Http(format!(
+            "cannot build the HTTP client: {}",
+            crate::net::transport_error_text(e)
+        ))
+    };
+    let dms =
+        DmsClient::new(&config.dms, credentials, limiter, telemetry.clone()).map_err(http_error)?;
+    let downloader =
+        Downloader::new(&config.download, Arc::clone(&telemetry.metrics)).map_err(http_error)?;
     let pipeline = PipelineContext {
         dms: dms.clone(),
         downloader,
@@ -121,7 +128,8 @@ impl Daemon {
         notifier: Notifier,
     ) -> Result<Self, StartError> {
         let credentials = CredentialProvider::new(&config.credentials, credential_env.clone())?;
-        let store = StateStore::open(&config.state.dir).map_err(|e| StartError::Storage(format!("state directory: {e}")))?;
+        let store = StateStore::open(&config.state.dir)
+            .map_err(|e| StartError::Storage(format!("state directory: {e}")))?;
         ArchiveLayout::new(&config.archive.dir)
             .ensure()
             .map_err(|e| StartError::Storage(format!("archive directory: {e}")))?;
@@ -129,14 +137,27 @@ impl Daemon {
         check_writable(&config.archive.dir)?;
         let telemetry = Telemetry::default();
         let limiter = Arc::new(RateLimiter::new(config.dms.max_requests_per_second));
-        let services = build_services(&config, credentials, Arc::clone(&limiter), telemetry.clone())?;
+        let services = build_services(
+            &config,
+            credentials,
+            Arc::clone(&limiter),
+            telemetry.clone(),
+        )?;
         let (summary_tx, summary) = watch::channel(Summary::default());
         let notifier = Arc::new(notifier);
         // The loop's tick doubles as the systemd watchdog ping, at half WATCHDOG_USEC.
-        let every = notifier.watchdog_interval().map_or(DEFAULT_HEARTBEAT, |w| w.min(DEFAULT_HEARTBEAT));
+        let every = notifier
+            .watchdog_interval()
+            .map_or(DEFAULT_HEARTBEAT, |w| w.min(DEFAULT_HEARTBEAT));
         let ping = Arc::clone(&notifier);
-        let scheduler = Scheduler::new(config.tickets.clone(), services, store, options.once, summary_tx)
-            .with_heartbeat(every, Box::new(move || ping.watchdog()));
+        let scheduler = Scheduler::new(
+            config.tickets.clone(),
+            services,
+            store,
+            options.once,
+            summary_tx,
+        )
+        .with_heartbeat(every, Box::new(move || ping.watchdog()));
         let http_stop = CancellationToken::new();
         let http_addr = match config.http {
             Some(http) => {
@@ -148,7 +169,9 @@ impl Daemon {
                 };
                 let addr = crate::http::serve(http.listen, state, http_stop.clone())
                     .await
-                    .map_err(|e| StartError::Http(format!("cannot listen on {}: {e}", http.listen)))?;
+                    .map_err(|e| {
+                        StartError::Http(format!("cannot listen on {}: {e}", http.listen))
+                    })?;
                 info!(listen = %addr, "serving /metrics, /healthz and /readyz");
                 Some(addr)
             }
@@ -179,7 +202,11 @@ impl Daemon {
     /// Runs until `shutdown`, or with `--once` until every ticket is terminal. Each message on
     /// `reloads` re-reads the config file: a valid one is applied, a bad one is reported and
     /// the running config stays.
-    pub async fn run(self, shutdown: CancellationToken, mut reloads: mpsc::Receiver<()>) -> RunOutcome {
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        mut reloads: mpsc::Receiver<()>,
+    ) -> RunOutcome {
         let Self {
             mut config,
             env,
@@ -266,19 +293,24 @@ fn reload(
         ("http.listen", new.http != current.http),
     ] {
         if changed {
-            warn!(setting = name, "a changed {name} takes effect at the next restart");
+            warn!(
+                setting = name,
+                "a changed {name} takes effect at the next restart"
+            );
         }
     }
     new.state = current.state.clone();
     new.archive.dir = current.archive.dir.clone();
     new.http = current.http;
-    let credentials = CredentialProvider::new(&new.credentials, credential_env.clone()).map_err(|e| format!("credentials: {e}"))?;
+    let credentials = CredentialProvider::new(&new.credentials, credential_env.clone())
+        .map_err(|e| format!("credentials: {e}"))?;
     // The rate limit holds across the swap unless the rate itself changed.
     let limiter = if new.dms.max_requests_per_second == current.dms.max_requests_per_second {
         Arc::clone(limiter)
     } else {
         Arc::new(RateLimiter::new(new.dms.max_requests_per_second))
     };
-    let services = build_services(&new, credentials, Arc::clone(&limiter), telemetry.clone()).map_err(|e| e.to_string())?;
+    let services = build_services(&new, credentials, Arc::clone(&limiter), telemetry.clone())
+        .map_err(|e| e.to_string())?;
     Ok((new, limiter, services))
 }

@@ -78,14 +78,24 @@ const EXPORT_ORDER: i64 = 20261105;
 pub async fn run(dir: &Path) -> Result<bool, String> {
     let started = tokio::time::Instant::now();
     prepare_dir(dir)?;
-    let oss = Arc::new(OssSimulator::start().await.map_err(|e| format!("cannot start the OSS simulator: {e}"))?);
-    let dms = DmsSimulator::start().await.map_err(|e| format!("cannot start the DMS simulator: {e}"))?;
+    let oss = Arc::new(
+        OssSimulator::start()
+            .await
+            .map_err(|e| format!("cannot start the OSS simulator: {e}"))?,
+    );
+    let dms = DmsSimulator::start()
+        .await
+        .map_err(|e| format!("cannot start the DMS simulator: {e}"))?;
     dms.add_access_key(AK_ID, AK_SECRET);
     script(&oss, &dms);
     let config_path = write_config(dir, &dms.endpoint())?;
     let config = Config::load(&config_path, &ConfigEnv::default()).map_err(|e| e.to_string())?;
 
-    println!("dmstrack demo: DMS simulator at {}, OSS simulator at {}", dms.endpoint(), oss.base_url());
+    println!(
+        "dmstrack demo: DMS simulator at {}, OSS simulator at {}",
+        dms.endpoint(),
+        oss.base_url()
+    );
     println!("config: {}\n", config_path.display());
     let daemon = Daemon::start(
         config.clone(),
@@ -115,9 +125,17 @@ pub async fn run(dir: &Path) -> Result<bool, String> {
 
 fn prepare_dir(dir: &Path) -> Result<(), String> {
     let marker = dir.join(MARKER);
-    if dir.exists() && std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.next().is_some() {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .next()
+            .is_some()
+    {
         if !marker.exists() {
-            return Err(format!("{} exists and was not made by `dmstrack demo`; choose another --dir", dir.display()));
+            return Err(format!(
+                "{} exists and was not made by `dmstrack demo`; choose another --dir",
+                dir.display()
+            ));
         }
         // A fresh run: the simulators are new, so old state and archives would not match.
         for sub in ["state", "archive"] {
@@ -128,7 +146,8 @@ fn prepare_dir(dir: &Path) -> Result<(), String> {
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::write(&marker, b"made by dmstrack demo\n").map_err(|e| format!("{}: {e}", marker.display()))
+    std::fs::write(&marker, b"made by dmstrack demo\n")
+        .map_err(|e| format!("{}: {e}", marker.display()))
 }
 
 /// Puts the sample zips into the OSS simulator and scripts DMS's answers.
@@ -148,7 +167,9 @@ fn script(oss: &Arc<OssSimulator>, dms: &DmsSimulator) {
     };
     for (i, sample) in SAMPLES.iter().enumerate() {
         let object = format!("demo/{}_REDO_{}.zip", sample.order_id, i + 1);
-        oss.put_object(&object, sample_zip(&SampleSpec::demo(i as u64 + 1)));
+        let zip = sample_zip(&SampleSpec::demo(i as u64 + 1));
+        let half = zip.len() as u64 / 2;
+        oss.put_object(&object, zip);
         match sample.label {
             "orders-rollback" => dms.script_ticket(sample.order_id, sample.key, walk(&object)),
             "expired-link" => {
@@ -161,16 +182,24 @@ fn script(oss: &Arc<OssSimulator>, dms: &DmsSimulator) {
                         oss.presign(&object, Duration::from_secs(3600))
                     }
                 });
-                dms.script_ticket(sample.order_id, sample.key, [StatusStep::Downloading, StatusStep::success(url, 69)]);
+                dms.script_ticket(
+                    sample.order_id,
+                    sample.key,
+                    [StatusStep::Downloading, StatusStep::success(url, 69)],
+                );
             }
             "cut-download" => {
-                oss.inject(&object, OssFault::CutAfter(48 * 1024));
+                oss.inject(&object, OssFault::CutAfter(half));
                 dms.script_ticket(sample.order_id, sample.key, walk(&object));
             }
             _ => dms.script_ticket(
                 sample.order_id,
                 sample.key,
-                [StatusStep::Init, StatusStep::Listing, StatusStep::fail("binlog of the tracked range is no longer available")],
+                [
+                    StatusStep::Init,
+                    StatusStep::Listing,
+                    StatusStep::fail("binlog of the tracked range is no longer available"),
+                ],
             ),
         }
     }
@@ -189,7 +218,8 @@ fn write_config(dir: &Path, endpoint: &str) -> Result<PathBuf, String> {
         .mode(0o600)
         .open(&secret)
         .map_err(|e| format!("{}: {e}", secret.display()))?;
-    std::io::Write::write_all(&mut file, AK_SECRET.as_bytes()).map_err(|e| format!("{}: {e}", secret.display()))?;
+    std::io::Write::write_all(&mut file, AK_SECRET.as_bytes())
+        .map_err(|e| format!("{}: {e}", secret.display()))?;
     let mut text = format!(
         "# Written by `dmstrack demo`: the simulators it points at are gone when the demo ends.\n\
          [dms]\nendpoint = \"{endpoint}\"\nsignature = \"v3\"\n\n\
@@ -222,7 +252,11 @@ fn report(config: &Config, config_path: &Path, elapsed: Duration) -> bool {
     let stories = SAMPLES
         .iter()
         .map(|s| (s.order_id, s.story, s.expect))
-        .chain([(EXPORT_ORDER, "dmstrack called DownloadDataTrackResult once, kept the new key, then polled it", TicketState::Archived)]);
+        .chain([(
+            EXPORT_ORDER,
+            "dmstrack called DownloadDataTrackResult once, kept the new key, then polled it",
+            TicketState::Archived,
+        )]);
     for (order_id, story, expect) in stories {
         let Some(record) = records.iter().find(|r| r.order_id == order_id) else {
             println!("  {order_id}: no state recorded");
@@ -231,16 +265,26 @@ fn report(config: &Config, config_path: &Path, elapsed: Duration) -> bool {
         };
         as_expected &= record.state == expect;
         let label = record.label.as_deref().unwrap_or("");
-        println!("  {order_id} {label:<20} {:<9} {story}", record.state.as_str());
+        println!(
+            "  {order_id} {label:<20} {:<9} {story}",
+            record.state.as_str()
+        );
         match (&record.archive, &record.last_error) {
-            (Some(archive), _) if record.state == TicketState::Archived => println!("  {:30} → {}", "", archive.display()),
+            (Some(archive), _) if record.state == TicketState::Archived => {
+                println!("  {:30} → {}", "", archive.display())
+            }
             (_, Some(error)) => println!("  {:30} reason: {error}", ""),
             _ => {}
         }
     }
     println!("\nThe archive is in {}", config.archive.dir.display());
-    println!("Each ticket folder holds manifest.json (sizes and SHA-256 of every file) and files/.");
-    println!("Look at it again with:  dmstrack status -c {}", config_path.display());
+    println!(
+        "Each ticket folder holds manifest.json (sizes and SHA-256 of every file) and files/."
+    );
+    println!(
+        "Look at it again with:  dmstrack status -c {}",
+        config_path.display()
+    );
     if !as_expected {
         println!("\nSomething did not go as the demo expects: see the log lines above.");
     }

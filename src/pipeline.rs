@@ -119,12 +119,16 @@ pub async fn run_job(
     });
     let part = ctx.layout.part_path(&job.ticket_id);
     let mut rng = fastrand::Rng::new();
+    // Attempts that moved the download forward do not count against max_attempts: a link
+    // that keeps breaking but keeps making progress is worth following to the end.
     let mut failures_without_progress = 0u32;
+    let mut attempt = 0u32;
     let mut url_refreshes = 0u32;
     let mut corrupt_zip_crc: Option<u64> = None;
     let mut last_error = String::new();
 
     while failures_without_progress < ctx.download.max_attempts {
+        attempt += 1;
         let fetched = match ctx
             .downloader
             .fetch(&job.url, &part, &job.progress, &cancel)
@@ -173,7 +177,7 @@ pub async fn run_job(
                 let delay =
                     DOWNLOAD_BACKOFF.delay(failures_without_progress.saturating_sub(1), &mut rng);
                 info!(order_id = job.order_id, download_key_id = %job.download_key_id,
-                      attempt = failures_without_progress, max_attempts = ctx.download.max_attempts,
+                      attempt, failures_without_progress, max_attempts = ctx.download.max_attempts,
                       delay_ms = delay.as_millis() as u64, error = %last_error, "download failed; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return JobOutcome::Cancelled,

@@ -708,7 +708,9 @@ impl Scheduler {
         let label = ticket.spec.label.clone();
         let task_id = id.to_owned();
         self.jobs.spawn(async move {
-            let outcome = crate::hooks::run_on_archived(&settings, &dir, order_id, &key, label.as_deref()).await;
+            let outcome =
+                crate::hooks::run_on_archived(&settings, &dir, order_id, &key, label.as_deref())
+                    .await;
             (task_id, TaskResult::Hook(outcome))
         });
     }

@@ -188,7 +188,10 @@ async fn healthcheck(addr: Option<String>, config_path: &std::path::Path, env: &
         let listen = Config::load(config_path, env)
             .ok()
             .and_then(|c| c.http)
-            .map_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9464)), |h| h.listen);
+            .map_or_else(
+                || std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+                |h| h.listen,
+            );
         crate::http::probe_address(listen)
     });
     match crate::http::probe(&addr).await {

@@ -31,7 +31,15 @@ pub(super) async fn run(path: &Path, env: &ConfigEnv, once: bool) -> Exit {
     }
     let source = config.source.clone();
     let tickets = config.tickets.len();
-    let daemon = match Daemon::start(config, env.clone(), CredentialEnv::from_process(), RunOptions { once }, Notifier::from_env()).await {
+    let daemon = match Daemon::start(
+        config,
+        env.clone(),
+        CredentialEnv::from_process(),
+        RunOptions { once },
+        Notifier::from_env(),
+    )
+    .await
+    {
         Ok(daemon) => daemon,
         Err(err) => {
             error!(error = %err, "cannot start");
@@ -45,7 +53,12 @@ pub(super) async fn run(path: &Path, env: &ConfigEnv, once: bool) -> Exit {
         eprintln!("dmstrack: {err}");
         return Exit::Config;
     }
-    info!(archived = outcome.archived, failed = outcome.failed, interrupted = outcome.interrupted, "dmstrack stopped");
+    info!(
+        archived = outcome.archived,
+        failed = outcome.failed,
+        interrupted = outcome.interrupted,
+        "dmstrack stopped"
+    );
     if once && !outcome.interrupted && outcome.failed > 0 {
         Exit::Failure
     } else {
@@ -72,7 +85,10 @@ fn watch_signals(shutdown: CancellationToken, reload: mpsc::Sender<()>) -> std::
             };
             stops += 1;
             if stops == 1 {
-                info!(signal = name, "stopping: saving state and keeping partial downloads");
+                info!(
+                    signal = name,
+                    "stopping: saving state and keeping partial downloads"
+                );
                 shutdown.cancel();
             } else {
                 warn!(signal = name, "second signal: exiting now");
