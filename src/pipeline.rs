@@ -296,6 +296,8 @@ async fn extract_and_publish(
             let report = extract_zip(&part, &staging.join(FILES_DIR), &options).map_err(|e| {
                 cleanup(if e.is_corrupt_download() {
                     ExtractFailure::Corrupt(e.to_string())
+                } else if e.is_local_io() {
+                    ExtractFailure::Local(e.to_string())
                 } else {
                     ExtractFailure::Unsafe(e.to_string())
                 })

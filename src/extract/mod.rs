@@ -182,6 +182,12 @@ impl ExtractError {
             | Self::SyncDest { .. } => false,
         }
     }
+
+    /// True when the local disk failed (full, read-only, permissions): neither the download
+    /// nor the archive is at fault, so the ticket should try again later.
+    pub fn is_local_io(&self) -> bool {
+        matches!(self, Self::OpenZip { .. } | Self::Write { .. } | Self::SyncDest { .. })
+    }
 }
 
 /// Extracts `zip_path` into `dest`, an existing empty directory on the same filesystem.
