@@ -23,7 +23,7 @@ use crate::notify::Notifier;
 use crate::pipeline::PipelineContext;
 use crate::ratelimit::RateLimiter;
 use crate::scheduler::{Control, DEFAULT_HEARTBEAT, RunOutcome, Scheduler, Services, Summary};
-use crate::state::StateStore;
+use crate::state::{StateLock, StateStore};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,9 @@ pub enum StartError {
     /// The state or archive directory cannot be used.
     #[error("{0}")]
     Storage(String),
+    /// Another daemon runs on the same state directory.
+    #[error("{0}")]
+    Locked(String),
     /// The HTTP client could not be built, or the listener could not bind.
     #[error("{0}")]
     Http(String),
@@ -46,6 +49,8 @@ impl StartError {
         match self {
             Self::Credentials(e) if !e.is_config() => 75,
             Self::Http(_) => 1,
+            // The other daemon may stop; a later restart can succeed.
+            Self::Locked(_) => 75,
             _ => 78,
         }
     }
@@ -113,6 +118,7 @@ pub struct Daemon {
     control: mpsc::Sender<Control>,
     control_rx: mpsc::Receiver<Control>,
     http_stop: CancellationToken,
+    _state_lock: StateLock,
     /// Where the listener is bound, when `[http]` is set.
     pub http_addr: Option<std::net::SocketAddr>,
 }
@@ -130,6 +136,7 @@ impl Daemon {
         let credentials = CredentialProvider::new(&config.credentials, credential_env.clone())?;
         let store = StateStore::open(&config.state.dir)
             .map_err(|e| StartError::Storage(format!("state directory: {e}")))?;
+        let state_lock = StateLock::acquire(&config.state.dir).map_err(StartError::Locked)?;
         ArchiveLayout::new(&config.archive.dir)
             .ensure()
             .map_err(|e| StartError::Storage(format!("archive directory: {e}")))?;
@@ -190,6 +197,7 @@ impl Daemon {
             control,
             control_rx,
             http_stop,
+            _state_lock: state_lock,
             http_addr,
         })
     }
@@ -219,6 +227,7 @@ impl Daemon {
             control,
             control_rx,
             http_stop,
+            _state_lock,
             ..
         } = self;
         notifier.ready();

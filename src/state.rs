@@ -285,6 +285,45 @@ impl StateStore {
     }
 }
 
+/// An exclusive lock on a state directory, held while a daemon runs: two daemons on the same
+/// state would race on its files. Released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    /// Takes the lock on `<dir>/.lock`, or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                use std::io::Seek as _;
+                let _ = file.set_len(0);
+                let _ = file.seek(std::io::SeekFrom::Start(0));
+                let _ = writeln!(file, "{}", std::process::id());
+                Ok(Self { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(format!(
+                    "another dmstrack (pid {}) is running with the state directory {}",
+                    holder.trim(),
+                    dir.display()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
 /// fsync a directory, so a rename inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -376,6 +415,19 @@ mod tests {
             1,
             "no temp files left behind: {leftovers:?}"
         );
+    }
+
+    #[test]
+    fn one_daemon_per_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateLock::acquire(dir.path()).unwrap();
+        let second = StateLock::acquire(dir.path()).unwrap_err();
+        assert!(
+            second.contains(&format!("pid {}", std::process::id())),
+            "{second}"
+        );
+        drop(first);
+        StateLock::acquire(dir.path()).unwrap();
     }
 
     #[test]

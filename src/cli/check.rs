@@ -7,6 +7,7 @@ use std::path::Path;
 use super::{Exit, one_shot_client};
 use crate::config::{Config, ConfigEnv, TicketSource};
 use crate::dms::DownloadStatus;
+use crate::state::{StateStore, ticket_id};
 
 pub(super) async fn run(path: &Path, env: &ConfigEnv, online: bool) -> Exit {
     let config = match Config::load(path, env) {
@@ -69,11 +70,23 @@ async fn online_check(config: &Config) -> Exit {
             Some(label) => format!("order {} ({label})", ticket.order_id),
             None => format!("order {}", ticket.order_id),
         };
+        // An export ticket has a key once dmstrack started its export: it is in the state.
         let key = match &ticket.source {
             TicketSource::Existing { download_key_id } => download_key_id.clone(),
             TicketSource::Export(_) => {
-                println!("{name}: export not started yet; nothing to query");
-                continue;
+                let store = StateStore::open_existing(&config.state.dir);
+                match store
+                    .load(&ticket_id(ticket))
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.download_key_id)
+                {
+                    Some(key) => key,
+                    None => {
+                        println!("{name}: export not started yet; nothing to query");
+                        continue;
+                    }
+                }
             }
         };
         match client.query_status(ticket.order_id, &key, ticket.tid).await {

@@ -335,6 +335,10 @@ pub struct ConfigEnv {
     pub state_directory: Option<PathBuf>,
     /// First entry of `$CONFIGURATION_DIRECTORY` (systemd `ConfigurationDirectory=`).
     pub configuration_directory: Option<PathBuf>,
+    /// `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`): a file path in the config may
+    /// start with `$CREDENTIALS_DIRECTORY/`, so one config serves every unit (each unit has
+    /// its own `/run/credentials/<unit>/`).
+    pub credentials_directory: Option<PathBuf>,
 }
 
 impl ConfigEnv {
@@ -356,6 +360,7 @@ impl ConfigEnv {
                 .map(PathBuf::from),
             state_directory: first("STATE_DIRECTORY"),
             configuration_directory: first("CONFIGURATION_DIRECTORY"),
+            credentials_directory: first("CREDENTIALS_DIRECTORY"),
         }
     }
 

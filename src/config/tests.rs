@@ -309,3 +309,25 @@ fn sizes_accept_units_and_numbers() {
     let c = load(&format!("[archive]\nmax_unpacked_bytes = 4096\n{TICKET}")).unwrap();
     assert_eq!(c.archive.max_unpacked_bytes, 4096);
 }
+
+#[test]
+fn secret_files_may_live_in_systemds_credentials_directory() {
+    let text = format!(
+        "[credentials]\nsource = \"static\"\naccess_key_id = \"a\"\naccess_key_secret_file = \"$CREDENTIALS_DIRECTORY/ak_secret\"\n{TICKET}"
+    );
+    let env = ConfigEnv {
+        credentials_directory: Some("/run/credentials/dmstrack-once.service".into()),
+        ..ConfigEnv::default()
+    };
+    let c = load_with(&text, &env).unwrap();
+    assert_eq!(
+        c.credentials.access_key_secret_file.as_deref(),
+        Some(Path::new(
+            "/run/credentials/dmstrack-once.service/ak_secret"
+        ))
+    );
+    assert_eq!(
+        errors(&text),
+        "/etc/dmstrack/config.toml:4:1: credentials.access_key_secret_file: uses $CREDENTIALS_DIRECTORY, which is not set (systemd sets it with LoadCredential=)"
+    );
+}

@@ -115,7 +115,8 @@ pub(super) fn validate(
     };
 
     let dms = validate_dms(&mut c, raw.dms);
-    let (credentials, inline_secret_keys) = validate_credentials(&mut c, raw.credentials, &base);
+    let (credentials, inline_secret_keys) =
+        validate_credentials(&mut c, raw.credentials, &base, env);
     let poll = validate_poll(&mut c, raw.poll);
     let download = validate_download(&mut c, raw.download);
 
@@ -207,10 +208,38 @@ fn validate_dms(c: &mut Checker<'_>, raw: RawDms) -> DmsSettings {
     }
 }
 
+/// Resolves a file path of `[credentials]`: a leading `$CREDENTIALS_DIRECTORY/` (or
+/// `${CREDENTIALS_DIRECTORY}/`) is systemd's credentials folder; other relative paths are
+/// relative to the config file's folder.
+fn resolve_credential_file(
+    c: &mut Checker<'_>,
+    k: &'static str,
+    value: &str,
+    base: &Path,
+    env: &ConfigEnv,
+) -> PathBuf {
+    for prefix in ["$CREDENTIALS_DIRECTORY/", "${CREDENTIALS_DIRECTORY}/"] {
+        if let Some(rest) = value.strip_prefix(prefix) {
+            return match &env.credentials_directory {
+                Some(dir) => dir.join(rest),
+                None => {
+                    c.error(
+                        &[key("credentials"), key(k)],
+                        "uses $CREDENTIALS_DIRECTORY, which is not set (systemd sets it with LoadCredential=)",
+                    );
+                    PathBuf::from(rest)
+                }
+            };
+        }
+    }
+    resolve(base, value)
+}
+
 fn validate_credentials(
     c: &mut Checker<'_>,
     raw: RawCredentials,
     base: &Path,
+    env: &ConfigEnv,
 ) -> (CredentialsSettings, Vec<&'static str>) {
     let path = |k| [key("credentials"), key(k)];
     let source = raw.source.unwrap_or_default();
@@ -234,7 +263,7 @@ fn validate_credentials(
     let access_key_secret =
         nonempty(c, "access_key_secret", raw.access_key_secret).map(Secret::from);
     let access_key_secret_file = nonempty(c, "access_key_secret_file", raw.access_key_secret_file)
-        .map(|p| resolve(base, &p));
+        .map(|p| resolve_credential_file(c, "access_key_secret_file", &p, base, env));
     let security_token = nonempty(c, "security_token", raw.security_token).map(Secret::from);
 
     // The static keys make sense for `static`, and as the source credentials of `ram_role_arn`.

@@ -186,7 +186,10 @@ impl ExtractError {
     /// True when the local disk failed (full, read-only, permissions): neither the download
     /// nor the archive is at fault, so the ticket should try again later.
     pub fn is_local_io(&self) -> bool {
-        matches!(self, Self::OpenZip { .. } | Self::Write { .. } | Self::SyncDest { .. })
+        matches!(
+            self,
+            Self::OpenZip { .. } | Self::Write { .. } | Self::SyncDest { .. }
+        )
     }
 }
 
