@@ -14,6 +14,7 @@ pub struct SignedUrl {
     raw: String,
     host: String,
     path: String,
+    path_style: bool,
     expires: Option<i64>,
 }
 
@@ -42,10 +43,14 @@ impl SignedUrl {
             .query_pairs()
             .find(|(k, _)| k == "Expires")
             .and_then(|(_, v)| v.parse::<i64>().ok());
+        // OSS SDKs build path-style URLs for an IP address or localhost endpoint.
+        // (`domain()` is `None` for an IP address.)
+        let path_style = url.domain().is_none_or(|domain| domain == "localhost");
         Ok(Self {
             raw,
             host,
             path: url.path().to_owned(),
+            path_style,
             expires,
         })
     }
