@@ -3,8 +3,10 @@
 //! - `dms_client`: the API client against the DMS simulator: retries, faults, nonces, rate
 //!   limit, secrets.
 //! - `cli`: the `dmstrack` binary: exit codes, output, config errors.
+//! - `keyless`: role-based credentials end to end (STS, IMDS, RRSA fakes).
 
 mod support;
 
 mod cli;
 mod dms_client;
+mod keyless;
