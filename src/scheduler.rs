@@ -273,17 +273,19 @@ impl Scheduler {
             return;
         }
         let now = jiff::Timestamp::now();
-        let mut record = match self.store.load(&id) {
-            Ok(Some(record)) => record,
-            Ok(None) => TicketRecord::new(&spec, now),
+        let (mut record, mut save) = match self.store.load(&id) {
+            Ok(Some(record)) => (record, false),
+            Ok(None) => (TicketRecord::new(&spec, now), true),
             Err(err) => {
                 warn!(error = %err, "unreadable ticket state; starting this ticket afresh");
-                TicketRecord::new(&spec, now)
+                (TicketRecord::new(&spec, now), true)
             }
         };
-        record.label = spec.label.clone();
-        record.tid = spec.tid;
-        let mut save = false;
+        if record.label != spec.label || record.tid != spec.tid {
+            record.label = spec.label.clone();
+            record.tid = spec.tid;
+            save = true;
+        }
         // The manifest is the truth: a ticket with one is archived, whatever the state says.
         if let Some(key) = record.download_key_id.clone()
             && !record.state.is_terminal()
@@ -321,7 +323,7 @@ impl Scheduler {
                 .unwrap_or(Duration::ZERO);
             Instant::now() + wait
         });
-        if save || self.store.load(&id).ok().flatten().is_none() {
+        if save {
             self.persist(&record);
         }
         let ticket = Ticket {
@@ -560,6 +562,8 @@ impl Scheduler {
                     "polled"
                 );
                 ticket.record.last_status = Some(status.status.as_str().to_owned());
+                // The API answered: an earlier error (throttling, an outage) is history now.
+                ticket.record.last_error = None;
                 match status.status {
                     DownloadStatus::Success => {
                         let url = status
