@@ -377,17 +377,10 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
 /// `Code` and `Message` of an OSS XML error body (empty when absent).
 fn oss_error(body: &[u8]) -> (String, String) {
     let text = String::from_utf8_lossy(body);
-    let tag = |name: &str| {
-        let open = format!("<{name}>");
-        let close = format!("</{name}>");
-        text.find(&open)
-            .and_then(|start| {
-                let rest = &text[start + open.len()..];
-                rest.find(&close).map(|end| rest[..end].trim().to_owned())
-            })
-            .unwrap_or_default()
-    };
-    (tag("Code"), tag("Message"))
+    (
+        crate::net::xml_element(&text, "Code"),
+        crate::net::xml_element(&text, "Message"),
+    )
 }
 
 struct Digests {

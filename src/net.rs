@@ -33,3 +33,31 @@ pub fn transport_error_text(err: reqwest::Error) -> String {
     }
     text
 }
+
+/// The text of the first `<name>…</name>` element of a small XML error body (OSS and the
+/// gateway's XML form), trimmed; empty when absent. Error bodies are flat, so a full XML
+/// parser would add nothing.
+pub fn xml_element(body: &str, name: &str) -> String {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    body.find(&open)
+        .and_then(|start| {
+            let rest = &body[start + open.len()..];
+            rest.find(&close).map(|end| rest[..end].trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_elements_of_error_bodies() {
+        let body = "<?xml version=\"1.0\"?>\n<Error>\n  <Code>AccessDenied</Code>\n  <Message> Request has expired. </Message>\n</Error>";
+        assert_eq!(xml_element(body, "Code"), "AccessDenied");
+        assert_eq!(xml_element(body, "Message"), "Request has expired.");
+        assert_eq!(xml_element(body, "RequestId"), "");
+        assert_eq!(xml_element("<Code>unclosed", "Code"), "");
+    }
+}

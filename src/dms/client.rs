@@ -267,16 +267,7 @@ fn parse_gateway_error(status: u16, headers: &HeaderMap, body: &[u8]) -> Gateway
         .is_some_and(|v| v.contains("xml"));
     let parsed = if is_xml {
         let text = String::from_utf8_lossy(body);
-        let tag = |name: &str| {
-            let open = format!("<{name}>");
-            let close = format!("</{name}>");
-            text.find(&open)
-                .and_then(|start| {
-                    let rest = &text[start + open.len()..];
-                    rest.find(&close).map(|end| rest[..end].to_owned())
-                })
-                .unwrap_or_default()
-        };
+        let tag = |name: &str| crate::net::xml_element(&text, name);
         Some(Body {
             request_id: tag("RequestId"),
             code: tag("Code"),
