@@ -917,9 +917,4 @@ impl Scheduler {
         }
         self.save_progress();
     }
-
-    /// The archive folder of every ticket, for summaries.
-    pub fn archive_root(&self) -> PathBuf {
-        self.layout.root().to_owned()
-    }
 }
