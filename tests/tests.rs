@@ -3,8 +3,13 @@
 //! - `dms_client`: the API client against the DMS simulator: retries, faults, nonces, rate
 //!   limit, secrets.
 //! - `cli`: the `dmstrack` binary: exit codes, output, config errors.
+//! - `pipeline`: the daemon in process against both simulators on paused time: the whole
+//!   way from status query to published archive, faults, unsafe zips, restarts, secrets, scale.
+//! - `process`: the real binary under SIGKILL, SIGTERM and `run --once` exit codes.
 
 mod support;
 
 mod cli;
 mod dms_client;
+mod pipeline;
+mod process;
