@@ -461,6 +461,12 @@ impl PartWriter {
             self.crc.write(&chunk);
             self.sha.update(&chunk);
             self.bytes += chunk.len() as u64;
+            // Caught up with the network (slow or stalled link): hand the buffer to the
+            // kernel, so a SIGKILL now loses nothing that was received and the next run
+            // resumes from the last byte.
+            if rx.is_empty() {
+                out.flush().map_err(|e| io("write", &self.path, e))?;
+            }
             written.store(self.bytes, Ordering::Relaxed);
         }
         out.flush().map_err(|e| io("write", &self.path, e))?;

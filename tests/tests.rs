@@ -4,9 +4,14 @@
 //!   limit, secrets.
 //! - `cli`: the `dmstrack` binary: exit codes, output, config errors.
 //! - `keyless`: role-based credentials end to end (STS, IMDS, RRSA fakes).
+//! - `pipeline`: the daemon in process against both simulators on paused time: the whole
+//!   way from status query to published archive, faults, unsafe zips, restarts, secrets, scale.
+//! - `process`: the real binary under SIGKILL, SIGTERM and `run --once` exit codes.
 
 mod support;
 
 mod cli;
 mod dms_client;
 mod keyless;
+mod pipeline;
+mod process;

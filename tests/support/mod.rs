@@ -138,3 +138,218 @@ pub(crate) fn assert_no_secrets(text: &str, secrets: &[&str]) {
         );
     }
 }
+
+// ---- daemon configs, archives and trees (pipeline and process tests) ----
+
+/// A daemon config built section by section, so a test overrides single keys. Defaults suit
+/// tests: static credentials from a secret file beside the config, fast polls, a generous
+/// rate limit, short download timeouts, `archive` and `state` beside the config.
+#[derive(Debug, Clone)]
+pub(crate) struct DaemonConfig {
+    sections: Vec<(&'static str, Vec<(String, String)>)>,
+    tickets: String,
+    secret: String,
+}
+
+impl DaemonConfig {
+    /// Defaults pointing at `endpoint` with `signature` (`"v3"` or `"v1"`).
+    pub(crate) fn new(endpoint: &str, signature: &str) -> Self {
+        let mut config = Self {
+            sections: Vec::new(),
+            tickets: String::new(),
+            secret: AK_SECRET.to_owned(),
+        };
+        config
+            .set("dms", "endpoint", &format!("{endpoint:?}"))
+            .set("dms", "signature", &format!("{signature:?}"))
+            .set("dms", "max_attempts", "3")
+            .set("dms", "max_requests_per_second", "1000.0")
+            .set("dms", "request_timeout", "\"10s\"")
+            .set("credentials", "source", "\"static\"")
+            .set("credentials", "access_key_id", &format!("{AK_ID:?}"))
+            .set("credentials", "access_key_secret_file", "\"ak_secret\"")
+            .set("poll", "initial_interval", "\"1s\"")
+            .set("poll", "max_interval", "\"2s\"")
+            .set("download", "read_timeout", "\"5s\"")
+            .set("download", "connect_timeout", "\"2s\"")
+            .set("download", "max_attempts", "5")
+            .set("archive", "dir", "\"archive\"")
+            .set("state", "dir", "\"state\"");
+        config
+    }
+
+    /// Sets `[section] key = value` (`value` is TOML text), replacing an earlier value.
+    pub(crate) fn set(&mut self, section: &'static str, key: &str, value: &str) -> &mut Self {
+        let index = match self.sections.iter().position(|(s, _)| *s == section) {
+            Some(index) => index,
+            None => {
+                self.sections.push((section, Vec::new()));
+                self.sections.len() - 1
+            }
+        };
+        let keys = &mut self.sections[index].1;
+        keys.retain(|(k, _)| k != key);
+        keys.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The secret written to the secret file (the simulator decides whether it is right).
+    pub(crate) fn secret(&mut self, secret: &str) -> &mut Self {
+        self.secret = secret.to_owned();
+        self
+    }
+
+    /// Watches an existing export.
+    pub(crate) fn ticket(&mut self, order_id: i64, key: &str, label: &str) -> &mut Self {
+        self.tickets.push_str(&format!(
+            "\n[[tickets]]\norder_id = {order_id}\ndownload_key_id = {key:?}\nlabel = {label:?}\ntid = 3\n"
+        ));
+        self
+    }
+
+    /// Adds a `[[tickets]]` table given as TOML text (without the header).
+    pub(crate) fn raw_ticket(&mut self, body: &str) -> &mut Self {
+        self.tickets.push_str("\n[[tickets]]\n");
+        self.tickets.push_str(body);
+        self.tickets.push('\n');
+        self
+    }
+
+    /// The config text.
+    pub(crate) fn text(&self) -> String {
+        let mut text = String::new();
+        for (section, keys) in &self.sections {
+            text.push_str(&format!("[{section}]\n"));
+            for (key, value) in keys {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+            text.push('\n');
+        }
+        text.push_str(&self.tickets);
+        text
+    }
+
+    /// Writes the secret file and `config.toml` into `dir`; returns the config's path.
+    pub(crate) fn write(&self, dir: &Path) -> PathBuf {
+        std::fs::write(dir.join("ak_secret"), format!("{}\n", self.secret)).unwrap();
+        write_config(dir, &self.text())
+    }
+
+    /// Writes the files and loads the config as the daemon would.
+    pub(crate) fn load(&self, dir: &Path) -> Config {
+        let path = self.write(dir);
+        Config::load(&path, &ConfigEnv::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Every path under `dir`, relative, `/`-separated, folders ending in `/`, sorted.
+pub(crate) fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let relative = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                out.push(format!("{relative}/"));
+                walk(root, &path, out);
+            } else {
+                out.push(relative);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// One entry of a zip as the archive must hold it: name (UTF-8 bytes as stored) and content,
+/// `None` for a folder.
+pub(crate) fn zip_entries(zip: &[u8]) -> Vec<(String, Option<Vec<u8>>)> {
+    use std::io::Read as _;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+    (0..archive.len())
+        .map(|i| {
+            let mut entry = archive.by_index(i).unwrap();
+            let name = String::from_utf8(entry.name_raw().to_vec()).expect("UTF-8 names");
+            if entry.is_dir() {
+                (name, None)
+            } else {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).unwrap();
+                (name, Some(data))
+            }
+        })
+        .collect()
+}
+
+/// Asserts that `final_dir/files` holds exactly the zip's entries, byte for byte (folders,
+/// also empty ones, included), and that the manifest's `files` lists each file with its size
+/// and SHA-256, sorted by path.
+pub(crate) fn assert_files_match_zip(final_dir: &Path, zip: &[u8]) {
+    let files_dir = final_dir.join("files");
+    let mut expected_tree = std::collections::BTreeSet::new();
+    let mut expected_files = Vec::new();
+    for (name, data) in zip_entries(zip) {
+        let trimmed = name.trim_end_matches('/');
+        // Parent folders exist whether or not the zip lists them.
+        let parts: Vec<&str> = trimmed.split('/').collect();
+        for depth in 1..parts.len() {
+            expected_tree.insert(format!("{}/", parts[..depth].join("/")));
+        }
+        match data {
+            None => {
+                expected_tree.insert(format!("{trimmed}/"));
+            }
+            Some(data) => {
+                let on_disk = std::fs::read(files_dir.join(trimmed))
+                    .unwrap_or_else(|e| panic!("{trimmed}: {e}"));
+                assert!(on_disk == data, "{trimmed} differs from the zip's entry");
+                expected_tree.insert(trimmed.to_owned());
+                expected_files.push(serde_json::json!({
+                    "path": trimmed,
+                    "bytes": data.len(),
+                    "sha256": dmstrack::dms::signer::sha256_hex(&data),
+                }));
+            }
+        }
+    }
+    assert_eq!(
+        tree(&files_dir),
+        expected_tree.into_iter().collect::<Vec<_>>(),
+        "files/ holds exactly the zip's entries"
+    );
+    expected_files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    let manifest = read_json(&final_dir.join("manifest.json"));
+    assert_eq!(manifest["files"], serde_json::Value::Array(expected_files));
+}
+
+/// Reads a JSON file.
+pub(crate) fn read_json(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// CRC-64/XZ (what OSS calls crc64ecma) computed independently of the code under test.
+pub(crate) fn crc64ecma(data: &[u8]) -> u64 {
+    crc::Crc::<u64>::new(&crc::CRC_64_XZ).checksum(data)
+}
+
+/// The state file of an existing-export ticket, parsed (`None` while there is none).
+pub(crate) fn state_record(
+    state_dir: &Path,
+    order_id: i64,
+    key: &str,
+) -> Option<serde_json::Value> {
+    let path = state_dir
+        .join("tickets")
+        .join(format!("{order_id}-{key}.json"));
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}

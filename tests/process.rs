@@ -1,0 +1,293 @@
+//! The real `dmstrack` binary against simulators served from the test process: a SIGKILL or
+//! SIGTERM in the middle of a download, and the exit codes of `run --once`.
+//!
+//! These run on real time (a multi-threaded runtime serves the simulators while the child
+//! process works), with fast polls so each test takes a few seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dmstrack::sim::dms::{DmsSimulator, StatusStep, UrlSource};
+use dmstrack::sim::oss::{OssFault, OssSimulator};
+use dmstrack::sim::zipgen::{SampleSpec, sample_zip};
+
+use crate::support::{
+    self, AK_ID, AK_SECRET, DaemonConfig, assert_files_match_zip, assert_no_secrets, dmstrack,
+    read_json, tree,
+};
+
+const KEY: &str = "e23dd7ec-a19f-4a69-8eb3-8ffd26e6abcd";
+const KEY2: &str = "3f8e6d21-0c7b-4a55-8e19-6d2c4b7a9f02";
+const OBJECT: &str = "exports/x_UNDO_31201_208.zip";
+
+/// A temp folder, both simulators, and the config the binary runs with.
+struct Scene {
+    dir: tempfile::TempDir,
+    dms: DmsSimulator,
+    oss: Arc<OssSimulator>,
+    config: DaemonConfig,
+}
+
+impl Scene {
+    async fn new() -> Self {
+        let oss = Arc::new(OssSimulator::start().await.unwrap());
+        let dms = DmsSimulator::start().await.unwrap();
+        dms.add_access_key(AK_ID, AK_SECRET);
+        let mut config = DaemonConfig::new(&dms.endpoint(), "v3");
+        config
+            .set("poll", "initial_interval", "\"100ms\"")
+            .set("poll", "max_interval", "\"200ms\"")
+            .set("download", "read_timeout", "\"30s\"");
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            dms,
+            oss,
+            config,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn final_dir(&self, order_id: i64, key: &str) -> PathBuf {
+        self.root()
+            .join("archive")
+            .join(order_id.to_string())
+            .join(key)
+    }
+
+    fn part(&self, order_id: i64, key: &str) -> PathBuf {
+        self.root().join(format!(
+            "archive/.dmstrack/downloads/{order_id}-{key}.zip.part"
+        ))
+    }
+
+    /// Freshly presigned URLs of `object`, one per answer.
+    fn fresh_urls(&self, object: &str) -> UrlSource {
+        let oss = Arc::clone(&self.oss);
+        let object = object.to_owned();
+        UrlSource::generated(move || oss.presign(&object, Duration::from_secs(3600)))
+    }
+
+    /// `dmstrack run -c <config>` plus `args`, stderr into `<name>.log` in the scene.
+    fn command(&self, name: &str, args: &[&str]) -> std::process::Command {
+        let config = self.config.write(self.root());
+        let log = std::fs::File::create(self.root().join(format!("{name}.log"))).unwrap();
+        let mut command = dmstrack();
+        command
+            .args(["--log-format", "json", "run", "-c"])
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        command
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.root().join(format!("{name}.log"))).unwrap()
+    }
+
+    /// Runs `dmstrack run --once` to its end; returns the exit code.
+    async fn run_once(&self, name: &str) -> i32 {
+        let mut command = self.command(name, &["--once"]);
+        let status = tokio::task::spawn_blocking(move || command.status().unwrap())
+            .await
+            .unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+/// A zip of about half a MiB, so a download can be stopped well inside it.
+fn big_zip() -> Vec<u8> {
+    let zip = sample_zip(&SampleSpec::rollback(3 << 20, 2, 2027));
+    assert!(zip.len() > 256 << 10, "{} bytes", zip.len());
+    zip
+}
+
+/// Polls `done` every 20 ms for up to 20 s; fails if the child exits meanwhile.
+async fn wait_for(what: &str, child: &mut Child, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("dmstrack exited ({status}) before {what}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Sets up one ticket whose first download stalls after `half` bytes; starts the binary and
+/// waits until those bytes are in the `.part` file.
+async fn stalled_download(scene: &mut Scene, args: &[&str]) -> (Vec<u8>, u64, Child) {
+    let zip = big_zip();
+    let half = zip.len() as u64 / 2;
+    scene.oss.put_object(OBJECT, zip.clone());
+    scene.oss.inject(OBJECT, OssFault::StallAfter(half));
+    scene.dms.script_ticket(
+        7,
+        KEY,
+        [
+            StatusStep::Downloading,
+            StatusStep::success(scene.fresh_urls(OBJECT), 69),
+        ],
+    );
+    scene.config.ticket(7, KEY, "interrupted");
+    let mut child = scene.command("first", args).spawn().unwrap();
+    let part = scene.part(7, KEY);
+    wait_for("the part file holds the bytes sent", &mut child, || {
+        file_len(&part) == half
+    })
+    .await;
+    (zip, half, child)
+}
+
+/// The restart resumed with `Range` from `from` and published the right archive.
+fn assert_resumed_and_archived(scene: &Scene, zip: &[u8], from: u64) {
+    let gets: Vec<_> = scene
+        .oss
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[0].range, None);
+    assert_eq!(gets[1].range, Some(format!("bytes={from}-")));
+    assert_eq!(gets[1].status, 206);
+    let dir = scene.final_dir(7, KEY);
+    assert_files_match_zip(&dir, zip);
+    let manifest = read_json(&dir.join("manifest.json"));
+    assert_eq!(
+        manifest["source"]["sha256"],
+        dmstrack::dms::signer::sha256_hex(zip)
+    );
+    assert!(!scene.part(7, KEY).exists(), "the part file is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_download_then_restart_resumes_with_range() {
+    let mut scene = Scene::new().await;
+    let (zip, half, mut child) = stalled_download(&mut scene, &["--once"]).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        file_len(&scene.part(7, KEY)),
+        half,
+        "the killed process kept its bytes"
+    );
+    assert!(!scene.root().join("archive/7").exists());
+
+    let code = scene.run_once("second").await;
+    assert_eq!(code, 0, "{}", scene.log("second"));
+    assert_resumed_and_archived(&scene, &zip, half);
+    assert!(
+        scene.log("second").contains("resuming download with Range"),
+        "{}",
+        scene.log("second")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_promptly_keeps_the_part_and_a_restart_finishes() {
+    let mut scene = Scene::new().await;
+    let (zip, half, mut child) = stalled_download(&mut scene, &[]).await;
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(5) {
+            child.kill().unwrap();
+            panic!("still running 5 s after SIGTERM: {}", scene.log("first"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{}", scene.log("first"));
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "stopped after {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(file_len(&scene.part(7, KEY)), half, "the part file is kept");
+    assert!(
+        !scene.root().join("archive/7").exists(),
+        "no partial archive is published"
+    );
+    assert_eq!(
+        tree(&scene.root().join("archive/.dmstrack/staging")),
+        Vec::<String>::new()
+    );
+    let record = support::state_record(&scene.root().join("state"), 7, KEY).unwrap();
+    assert!(
+        !matches!(record["state"].as_str(), Some("archived" | "failed")),
+        "{record}"
+    );
+
+    let code = scene.run_once("second").await;
+    assert_eq!(code, 0, "{}", scene.log("second"));
+    assert_resumed_and_archived(&scene, &zip, half);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_exits_0_when_all_archived_1_when_one_failed_78_on_a_wrong_secret() {
+    let mut scene = Scene::new().await;
+    let zip = sample_zip(&SampleSpec::demo(5));
+    scene.oss.put_object(OBJECT, zip.clone());
+    scene.dms.script_ticket(
+        7,
+        KEY,
+        [
+            StatusStep::Init,
+            StatusStep::success(scene.fresh_urls(OBJECT), 69),
+        ],
+    );
+    scene.config.ticket(7, KEY, "good");
+    assert_eq!(
+        scene.run_once("archived").await,
+        0,
+        "{}",
+        scene.log("archived")
+    );
+    assert_files_match_zip(&scene.final_dir(7, KEY), &zip);
+
+    scene.dms.script_ticket(
+        8,
+        KEY2,
+        [StatusStep::Listing, StatusStep::fail("the binlog is gone")],
+    );
+    scene.config.ticket(8, KEY2, "bad");
+    assert_eq!(scene.run_once("failed").await, 1, "{}", scene.log("failed"));
+    let record = support::state_record(&scene.root().join("state"), 8, KEY2).unwrap();
+    assert_eq!(record["state"], "failed");
+    assert!(
+        record["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("the binlog is gone")
+    );
+
+    let mut wrong = Scene::new().await;
+    wrong.dms.script_ticket(9, KEY, [StatusStep::Init]);
+    wrong
+        .config
+        .secret("wrong-secret-Tq81")
+        .ticket(9, KEY, "refused");
+    let code = wrong.run_once("refused").await;
+    let log = wrong.log("refused");
+    assert_eq!(code, 78, "{log}");
+    assert!(log.contains("SignatureDoesNotMatch"), "{log}");
+    assert_no_secrets(&log, &["wrong-secret-Tq81", AK_SECRET]);
+    assert_eq!(wrong.dms.call_count(), 1, "an auth refusal is not retried");
+}
