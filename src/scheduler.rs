@@ -273,9 +273,11 @@ impl Scheduler {
             return;
         }
         let now = jiff::Timestamp::now();
+        // A new ticket's record is first written at its first change (its first poll), not
+        // here: with thousands of new tickets, one fsynced file each would stall the start.
         let (mut record, mut save) = match self.store.load(&id) {
             Ok(Some(record)) => (record, false),
-            Ok(None) => (TicketRecord::new(&spec, now), true),
+            Ok(None) => (TicketRecord::new(&spec, now), false),
             Err(err) => {
                 warn!(error = %err, "unreadable ticket state; starting this ticket afresh");
                 (TicketRecord::new(&spec, now), true)

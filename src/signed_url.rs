@@ -65,9 +65,18 @@ impl SignedUrl {
         &self.host
     }
 
-    /// The object key: the percent-decoded path without its leading `/`.
+    /// The object key: the percent-decoded path without its leading `/`. OSS URLs are
+    /// virtual-hosted (`bucket.endpoint/key`) except on an IP address or `localhost`, where
+    /// they are path-style (`host/bucket/key`, as the SDKs build them): there the first
+    /// segment is the bucket, not part of the key.
     pub fn object(&self) -> String {
-        let trimmed = self.path.trim_start_matches('/');
+        let mut trimmed = self.path.trim_start_matches('/');
+        if self.path_style
+            && let Some((_bucket, key)) = trimmed.split_once('/')
+            && !key.is_empty()
+        {
+            trimmed = key;
+        }
         percent_encoding::percent_decode_str(trimmed)
             .decode_utf8_lossy()
             .into_owned()
@@ -139,8 +148,22 @@ mod tests {
             SignedUrl::parse("http://127.0.0.1:9000/bucket/%E5%9B%9E%E6%BB%9A/x%20y.zip?Expires=1")
                 .unwrap();
         assert_eq!(url.host(), "127.0.0.1:9000");
-        assert_eq!(url.object(), "bucket/回滚/x y.zip");
+        assert_eq!(
+            url.object(),
+            "回滚/x y.zip",
+            "path-style: the first segment is the bucket"
+        );
         assert_eq!(url.file_name(), "x y.zip");
+        let url = SignedUrl::parse("http://localhost:9000/only.zip?Expires=1").unwrap();
+        assert_eq!(url.object(), "only.zip", "no bucket segment to strip");
+        let url = SignedUrl::parse("http://[::1]:9000/b/k.zip").unwrap();
+        assert_eq!(url.object(), "k.zip");
+        let url = SignedUrl::parse("https://b.oss-cn-hangzhou.aliyuncs.com/dir/k.zip").unwrap();
+        assert_eq!(
+            url.object(),
+            "dir/k.zip",
+            "virtual-hosted: the whole path is the key"
+        );
     }
 
     #[test]
