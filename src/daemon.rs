@@ -231,7 +231,8 @@ impl Daemon {
             ..
         } = self;
         notifier.ready();
-        notifier.status(&summary.borrow().line());
+        // Marks the current summary seen, so the loop does not send the same line again.
+        notifier.status(&summary.borrow_and_update().line());
         let mut scheduler = tokio::spawn(scheduler.run(shutdown.clone(), control_rx));
         let mut reload_error: Option<String> = None;
         let mut stopping_sent = false;
@@ -269,6 +270,12 @@ impl Daemon {
                 stopping_sent = true;
             }
         };
+        // The scheduler may finish stopping before this loop saw the token (both are woken
+        // by the same cancel, and `select!` picks at random), and `--once` ends without one:
+        // either way the manager still hears that the service is going down.
+        if !stopping_sent {
+            notifier.stopping();
+        }
         http_stop.cancel();
         outcome
     }

@@ -7,6 +7,8 @@
 //! - `pipeline`: the daemon in process against both simulators on paused time: the whole
 //!   way from status query to published archive, faults, unsafe zips, restarts, secrets, scale.
 //! - `process`: the real binary under SIGKILL, SIGTERM and `run --once` exit codes.
+//! - `operations`: running in production: sd_notify, SIGHUP reloads, metrics, health
+//!   endpoints, JSON logs, hooks, read-only containers.
 
 mod support;
 
@@ -15,3 +17,4 @@ mod dms_client;
 mod keyless;
 mod pipeline;
 mod process;
+mod operations;

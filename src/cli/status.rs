@@ -10,7 +10,16 @@ use super::{Exit, load_config};
 use crate::config::ConfigEnv;
 use crate::state::{StateStore, TicketRecord, TicketState, ticket_id};
 
-/// One ticket in `status --json` (the SPEC.md fields, then download progress).
+/// The last `on_archived` hook run of a ticket, as `status` shows it.
+#[derive(Debug, Serialize)]
+struct HookEntry {
+    /// `ok`, `failed` or `timeout`.
+    result: String,
+    /// Exit status or the reason.
+    detail: String,
+}
+
+/// One ticket in `status --json` (the SPEC.md fields, then download progress and the hook).
 #[derive(Debug, Serialize)]
 struct StatusEntry {
     order_id: i64,
@@ -24,6 +33,7 @@ struct StatusEntry {
     archive: Option<String>,
     downloaded_bytes: Option<u64>,
     total_bytes: Option<u64>,
+    hook: Option<HookEntry>,
 }
 
 impl From<&TicketRecord> for StatusEntry {
@@ -43,6 +53,10 @@ impl From<&TicketRecord> for StatusEntry {
             archive: r.archive.as_ref().map(|p| p.display().to_string()),
             downloaded_bytes: r.download.as_ref().map(|d| d.bytes),
             total_bytes: r.download.as_ref().and_then(|d| d.total),
+            hook: r.hook.as_ref().map(|h| HookEntry {
+                result: h.result.clone(),
+                detail: h.detail.clone(),
+            }),
         }
     }
 }
@@ -106,7 +120,13 @@ fn print_table(entries: &[StatusEntry]) {
                 _ => String::new(),
             };
             let detail = match (&e.archive, &e.last_error) {
-                (Some(archive), _) if e.state == TicketState::Archived => archive.clone(),
+                (Some(archive), _) if e.state == TicketState::Archived => match &e.hook {
+                    Some(hook) if hook.result == crate::hooks::RESULT_OK => {
+                        format!("{archive} (hook ok)")
+                    }
+                    Some(hook) => format!("{archive} (hook {}: {})", hook.result, hook.detail),
+                    None => archive.clone(),
+                },
                 (_, Some(error)) => error.clone(),
                 _ => progress,
             };

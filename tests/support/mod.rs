@@ -353,3 +353,297 @@ pub(crate) fn state_record(
     let bytes = std::fs::read(path).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
+
+/// Stands in for systemd's notification socket: a unix datagram socket in a temporary folder
+/// (pass [`NotifySocket::path`] to `Notifier::to_socket` or as `NOTIFY_SOCKET`).
+pub(crate) struct NotifySocket {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    socket: tokio::net::UnixDatagram,
+}
+
+/// One notification and when it arrived (tokio time: virtual under paused time).
+#[derive(Debug, Clone)]
+pub(crate) struct Notification {
+    pub(crate) text: String,
+    pub(crate) at: tokio::time::Instant,
+}
+
+impl NotifySocket {
+    /// Binds the socket; call inside a tokio runtime.
+    pub(crate) fn bind() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = tokio::net::UnixDatagram::bind(&path).unwrap();
+        Self {
+            _dir: dir,
+            path,
+            socket,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next datagram, or `None` when none arrives within `within`.
+    pub(crate) async fn next(&self, within: std::time::Duration) -> Option<Notification> {
+        let mut buf = vec![0u8; 4096];
+        let len = tokio::time::timeout(within, self.socket.recv(&mut buf))
+            .await
+            .ok()?
+            .unwrap();
+        Some(Notification {
+            text: String::from_utf8(buf[..len].to_vec()).unwrap(),
+            at: tokio::time::Instant::now(),
+        })
+    }
+
+    /// Receives everything that arrives within `within`. Tests that let time pass must keep
+    /// reading: a full socket queue (10 datagrams by default) makes the sender block.
+    pub(crate) async fn drain_for(&self, within: std::time::Duration) -> Vec<Notification> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return seen;
+            }
+            if let Some(message) = self.next(left).await {
+                seen.push(message);
+            }
+        }
+    }
+
+    /// Receives until a datagram matches `wanted`; returns every datagram received, the match
+    /// last. Panics, listing what did arrive, when none matches within `within`.
+    pub(crate) async fn until(
+        &self,
+        within: std::time::Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<Notification> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(message) => {
+                    let done = wanted(&message.text);
+                    seen.push(message);
+                    if done {
+                        return seen;
+                    }
+                }
+                None => panic!(
+                    "no matching notification within {within:?}; received: {:?}",
+                    seen.iter().map(|m| &m.text).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 that holds every new connection for `delay` before connecting it
+/// to `target`: a DMS that is slow to answer and, unlike an injected `Delay`, has not even
+/// seen (logged) the request meanwhile. Serves on the current runtime until it ends.
+pub(crate) async fn delayed_proxy(
+    target: std::net::SocketAddr,
+    delay: std::time::Duration,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound once, then released).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `dmstrack` process started by a test, its stderr collected line by line. Killed when
+/// dropped if it is still running.
+pub(crate) struct Spawned {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Spawned {
+    /// Starts `command` with stderr captured (stdin and stdout are discarded).
+    pub(crate) fn start(mut command: std::process::Command) -> Self {
+        use std::io::BufRead;
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Every stderr line so far.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits (real time) until a stderr line matches; panics with the log on timeout.
+    pub(crate) async fn wait_for_line(
+        &self,
+        within: std::time::Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| wanted(l)) {
+                return line;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no matching log line within {within:?}:\n{}",
+                self.lines().join("\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends `signal` to the process.
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
+        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), signal)
+            .unwrap();
+    }
+
+    /// Waits (real time) for the exit and returns its code; panics with the log on timeout.
+    pub(crate) async fn wait(&mut self, within: std::time::Duration) -> i32 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running after {within:?}:\n{}",
+                self.lines().join("\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One sample of a parsed exposition.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct PromSample {
+    pub(crate) name: String,
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
+    /// As Python printed it (`repr`), so `inf` and `nan` survive JSON.
+    value: String,
+}
+
+impl PromSample {
+    pub(crate) fn value(&self) -> f64 {
+        self.value.parse().unwrap()
+    }
+}
+
+/// One metric family of a parsed exposition.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct PromFamily {
+    pub(crate) name: String,
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    pub(crate) samples: Vec<PromSample>,
+}
+
+const PROMETHEUS_PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+families = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    families.append({
+        "name": family.name,
+        "type": family.type,
+        "samples": [{"name": s.name, "labels": s.labels, "value": repr(float(s.value))} for s in family.samples],
+    })
+json.dump(families, sys.stdout)
+"#;
+
+/// Parses a Prometheus text exposition with the reference Python parser
+/// (`prometheus_client`), installing that package with pip first if it is missing. A parse
+/// error fails the test with the parser's message.
+pub(crate) fn parse_prometheus(text: &str) -> Vec<PromFamily> {
+    use std::io::Write;
+    static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    {
+        let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+        let importable = || {
+            std::process::Command::new("python3")
+                .args(["-c", "import prometheus_client.parser"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !*installed && !importable() {
+            let pip = std::process::Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "prometheus-client"])
+                .output()
+                .expect("python3 is needed to parse /metrics");
+            assert!(
+                importable(),
+                "cannot install prometheus-client: {}",
+                String::from_utf8_lossy(&pip.stderr)
+            );
+        }
+        *installed = true;
+    }
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PROMETHEUS_PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "prometheus_client rejected the exposition: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
