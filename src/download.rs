@@ -34,6 +34,17 @@ pub struct Progress {
     pub total: AtomicU64,
 }
 
+/// Who a download is for, so its log lines name the ticket like every other line about it.
+#[derive(Debug, Clone, Copy)]
+pub struct TicketTag<'a> {
+    /// The data-tracking ticket.
+    pub order_id: i64,
+    /// The export's key.
+    pub download_key_id: &'a str,
+    /// The config label (empty when none).
+    pub label: &'a str,
+}
+
 /// A verified download.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -170,6 +181,7 @@ impl Downloader {
         part: &Path,
         progress: &Progress,
         cancel: &CancellationToken,
+        tag: TicketTag<'_>,
     ) -> Result<Fetched, FetchError> {
         let shown = url.to_string();
         let on_disk = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
@@ -277,7 +289,8 @@ impl Downloader {
             )
             .map_err(io)?;
         } else {
-            info!(url = %shown, offset = start, total, "resuming download with Range");
+            info!(order_id = tag.order_id, download_key_id = tag.download_key_id, label = tag.label,
+                  url = %shown, offset = start, total, "resuming download with Range");
         }
         progress.total.store(total, Ordering::Relaxed);
         progress.bytes.store(start, Ordering::Relaxed);
@@ -312,7 +325,8 @@ impl Downloader {
                     if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
                         let rate =
                             (received - logged_bytes) as f64 / last_log.elapsed().as_secs_f64();
-                        info!(url = %shown, bytes = received, total, rate_bytes_per_sec = rate as u64, "download progress");
+                        info!(order_id = tag.order_id, download_key_id = tag.download_key_id, label = tag.label,
+                              url = %shown, bytes = received, total, rate_bytes_per_sec = rate as u64, "download progress");
                         last_log = tokio::time::Instant::now();
                         logged_bytes = received;
                     }

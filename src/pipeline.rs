@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::archive::{self, ArchiveLayout, FILES_DIR, Manifest, ManifestFile, ManifestSource};
 use crate::config::{ArchiveSettings, DownloadSettings};
 use crate::dms::{DmsClient, DownloadStatus};
-use crate::download::{Downloader, FetchError, Progress, remove_part};
+use crate::download::{Downloader, FetchError, Progress, TicketTag, remove_part};
 use crate::extract::{ExtractOptions, extract_zip};
 use crate::retry::Backoff;
 use crate::signed_url::SignedUrl;
@@ -69,6 +69,17 @@ pub struct Job {
     pub total_count: Option<i64>,
     /// Bytes so far, shared with the scheduler.
     pub progress: Arc<Progress>,
+}
+
+impl Job {
+    /// The fields its log lines carry.
+    fn tag(&self) -> TicketTag<'_> {
+        TicketTag {
+            order_id: self.order_id,
+            download_key_id: &self.download_key_id,
+            label: self.label.as_deref().unwrap_or(""),
+        }
+    }
 }
 
 /// How a job ended.
@@ -131,7 +142,7 @@ pub async fn run_job(
         attempt += 1;
         let fetched = match ctx
             .downloader
-            .fetch(&job.url, &part, &job.progress, &cancel)
+            .fetch(&job.url, &part, &job.progress, &cancel, job.tag())
             .await
         {
             Ok(fetched) => fetched,
@@ -140,7 +151,7 @@ pub async fn run_job(
                 if url_refreshes < MAX_URL_REFRESHES =>
             {
                 url_refreshes += 1;
-                info!(order_id = job.order_id, download_key_id = %job.download_key_id, status, code = %code,
+                info!(order_id = job.order_id, download_key_id = %job.download_key_id, label = job.label.as_deref().unwrap_or(""), status, code = %code,
                       "the signed URL was refused (expired?); asking DMS for a fresh one");
                 match fresh_url(&ctx.dms, &job).await {
                     Ok(url) => {
@@ -176,7 +187,7 @@ pub async fn run_job(
                 }
                 let delay =
                     DOWNLOAD_BACKOFF.delay(failures_without_progress.saturating_sub(1), &mut rng);
-                info!(order_id = job.order_id, download_key_id = %job.download_key_id,
+                info!(order_id = job.order_id, download_key_id = %job.download_key_id, label = job.label.as_deref().unwrap_or(""),
                       attempt, failures_without_progress, max_attempts = ctx.download.max_attempts,
                       delay_ms = delay.as_millis() as u64, error = %last_error, "download failed; retrying");
                 tokio::select! {
@@ -200,7 +211,7 @@ pub async fn run_job(
                         "the export zip is corrupt (downloaded twice, same bytes): {reason}"
                     ));
                 }
-                warn!(order_id = job.order_id, download_key_id = %job.download_key_id, error = %reason,
+                warn!(order_id = job.order_id, download_key_id = %job.download_key_id, label = job.label.as_deref().unwrap_or(""), error = %reason,
                       "the downloaded zip is corrupt; downloading it again");
                 corrupt_zip_crc = Some(fetched.crc64);
                 last_error = reason;

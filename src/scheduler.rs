@@ -346,6 +346,17 @@ impl Scheduler {
         }
     }
 
+    /// The fields every log line about a ticket carries: order id, key (empty until an
+    /// export ticket has one) and label.
+    fn tags(&self, id: &str) -> (i64, String, String) {
+        let ticket = &self.tickets[id];
+        (
+            ticket.spec.order_id,
+            ticket.record.download_key_id.clone().unwrap_or_default(),
+            ticket.spec.label.clone().unwrap_or_default(),
+        )
+    }
+
     fn persist(&self, record: &TicketRecord) {
         if let Err(err) = self.store.save(record) {
             error!(order_id = record.order_id, error = %err, "cannot save ticket state");
@@ -542,7 +553,9 @@ impl Scheduler {
                 ticket.export_failures += 1;
                 let failures = ticket.export_failures;
                 let delay = self.next_poll_delay(failures);
-                info!(order_id = self.tickets[id].spec.order_id, error = %err, retry_in_ms = delay.as_millis() as u64, "export request failed; will retry");
+                let (order_id, key, label) = self.tags(id);
+                info!(order_id, download_key_id = %key, label = %label, attempt = failures, error = %err,
+                      retry_in_ms = delay.as_millis() as u64, "export request failed; will retry");
                 self.schedule(id, Instant::now() + delay);
                 self.transition(id, TicketState::Pending, Some(err.to_string()));
             }
@@ -595,9 +608,10 @@ impl Scheduler {
             }
             Err(err) if err.is_auth() => self.on_auth_failure(id, err),
             Err(err) => {
-                let order_id = ticket.spec.order_id;
                 let delay = self.next_poll_delay(attempts);
-                info!(order_id, error = %err, retry_in_ms = delay.as_millis() as u64, "status query failed; will retry");
+                let (order_id, key, label) = self.tags(id);
+                info!(order_id, download_key_id = %key, label = %label, attempt = attempts, error = %err,
+                      retry_in_ms = delay.as_millis() as u64, "status query failed; will retry");
                 self.schedule(id, Instant::now() + delay);
                 let state = if self.tickets[id].record.download_key_id.is_some() {
                     TicketState::Waiting

@@ -1095,9 +1095,6 @@ async fn text_and_auto_log_formats() {
 /// attempt, and a download cut mid-body. Each retry line at info carries its attempt number
 /// and its delay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs ticket fields on two log lines outside this branch's files: scheduler.rs \
-            'status query failed; will retry' (download_key_id, label, attempt) and \
-            pipeline.rs 'download failed; retrying' (label)"]
 async fn retry_lines_name_the_ticket_with_attempt_and_delay() {
     let fx = Fixture::start().await;
     fx.archivable(3001, KEY_A, StatusStep::Init.times(2));

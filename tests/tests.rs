@@ -15,6 +15,6 @@ mod support;
 mod cli;
 mod dms_client;
 mod keyless;
+mod operations;
 mod pipeline;
 mod process;
-mod operations;

@@ -646,4 +646,3 @@ pub(crate) fn parse_prometheus(text: &str) -> Vec<PromFamily> {
     );
     serde_json::from_slice(&output.stdout).unwrap()
 }
-
