@@ -743,6 +743,46 @@ fn parallel_extraction_matches_single_threaded() {
 }
 
 #[test]
+fn synced_extraction_is_faithful_past_the_flush_queue() {
+    // More files than the flusher's queue holds, so workers also sync inline when it is full.
+    let contents: Vec<(String, Vec<u8>)> = (0..40_u32)
+        .map(|i| {
+            let text = format!("select {i};\n").repeat(1 + i as usize * 50);
+            (format!("many/{i}.sql"), text.into_bytes())
+        })
+        .collect();
+    let items: Vec<Item<'_>> = contents
+        .iter()
+        .map(|(name, data)| FileItem(name, data))
+        .collect();
+    let zip = build_zip(&items, deflated());
+    let expected: Vec<(&str, &[u8])> = contents
+        .iter()
+        .map(|(name, data)| (name.as_str(), data.as_slice()))
+        .collect();
+
+    for threads in [1, 2] {
+        let synced = Scene::new(&zip);
+        let report = synced
+            .extract(&ExtractOptions {
+                threads,
+                sync: true,
+                ..options()
+            })
+            .unwrap();
+        assert_extracted(&synced, &report, &expected);
+        let unsynced = Scene::new(&zip);
+        let plain = unsynced
+            .extract(&ExtractOptions {
+                threads,
+                ..options()
+            })
+            .unwrap();
+        assert_eq!(report, plain, "threads={threads}");
+    }
+}
+
+#[test]
 fn empty_archive_extracts_to_nothing() {
     let scene = Scene::new(&build_zip(&[], deflated()));
     let report = scene.extract(&options()).unwrap();

@@ -1,12 +1,20 @@
 //! The parallel write pass: worker threads pull files from a shared counter, inflate each one
 //! into a new file under the destination, hash it with SHA-256 and check its CRC-32 and size,
 //! all while counting every written byte against the archive-wide limit.
+//!
+//! With `sync`, a finished file is handed to a flusher thread that `fsync`s it while the
+//! workers inflate the next ones, so the disk's work overlaps the CPU's instead of stalling a
+//! worker per file (on a 512 MiB export with 2 cores: 1.29 s → 1.13 s for the whole job).
+//! The hand-off queue is bounded; when it is full the worker syncs the file itself, so open
+//! files stay few and a burst of small files is synced by every thread at once. Every file
+//! is synced before [`unpack`] returns.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
@@ -19,6 +27,9 @@ use super::{ExtractError, ExtractOptions, ExtractedFile};
 /// Read and write chunk: large enough that per-chunk costs (syscalls, the atomic budget, the
 /// stop flag) vanish, small enough that memory stays flat whatever the archive size.
 const CHUNK_LEN: usize = 256 * 1024;
+
+/// Written files waiting for the flusher's `fsync` (each holds an open file descriptor).
+const SYNC_QUEUE: usize = 16;
 
 /// A cursor over a shared open file that reads with `pread`, so every worker can own a cheap
 /// clone of the `ZipArchive` (its parsed central directory is behind an `Arc`) and seek
@@ -124,6 +135,35 @@ impl Shared<'_> {
     }
 }
 
+/// A written file whose data is not yet known to be on disk.
+struct Unsynced {
+    file: File,
+    entry: String,
+    path: PathBuf,
+}
+
+impl Unsynced {
+    fn sync(self, shared: &Shared<'_>) {
+        if let Err(source) = self.file.sync_all() {
+            shared.fail(ExtractError::Write {
+                entry: self.entry,
+                path: self.path,
+                source,
+            });
+        }
+    }
+}
+
+/// Syncs handed-off files until every sender is gone. After a failure the output is thrown
+/// away, so it only drains the queue.
+fn flush(shared: &Shared<'_>, queue: Receiver<Unsynced>) {
+    for unsynced in queue {
+        if !shared.stop.load(Ordering::Relaxed) {
+            unsynced.sync(shared);
+        }
+    }
+}
+
 /// Writes every planned file under `dest` (whose directories exist) on up to
 /// `options.threads` threads; stops all of them at the first error and returns it.
 pub(super) fn unpack(
@@ -153,22 +193,44 @@ pub(super) fn unpack(
     let mut written = Vec::with_capacity(files.len());
     thread::scope(|scope| {
         let shared = &shared;
+        // Without a flusher thread (no sync asked, or the system refused the thread), each
+        // worker syncs its own files.
+        let (flusher, to_flusher) = if shared.sync {
+            let (tx, rx) = sync_channel::<Unsynced>(SYNC_QUEUE);
+            match thread::Builder::new()
+                .name("dmstrack-fsync".to_owned())
+                .spawn_scoped(scope, move || flush(shared, rx))
+            {
+                Ok(flusher) => (Some(flusher), Some(tx)),
+                Err(_) => (None, None),
+            }
+        } else {
+            (None, None)
+        };
         // This thread is a worker too; if the system refuses more threads, fewer do the job.
         let helpers: Vec<_> = (1..threads)
             .map_while(|_| {
                 let archive = archive.clone();
+                let to_flusher = to_flusher.clone();
                 thread::Builder::new()
                     .name("dmstrack-unzip".to_owned())
-                    .spawn_scoped(scope, move || work(shared, archive))
+                    .spawn_scoped(scope, move || work(shared, archive, to_flusher.as_ref()))
                     .ok()
             })
             .collect();
-        written.extend(work(shared, archive.clone()));
+        written.extend(work(shared, archive.clone(), to_flusher.as_ref()));
         for helper in helpers {
             match helper.join() {
                 Ok(done) => written.extend(done),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
+        }
+        // The last sender goes, so the flusher ends once the queue is drained.
+        drop(to_flusher);
+        if let Some(flusher) = flusher
+            && let Err(panic) = flusher.join()
+        {
+            std::panic::resume_unwind(panic);
         }
     });
 
@@ -183,7 +245,11 @@ pub(super) fn unpack(
 }
 
 /// One worker: takes files until none are left or another worker failed.
-fn work(shared: &Shared<'_>, mut archive: ZipArchive<SharedFile>) -> Vec<ExtractedFile> {
+fn work(
+    shared: &Shared<'_>,
+    mut archive: ZipArchive<SharedFile>,
+    to_flusher: Option<&SyncSender<Unsynced>>,
+) -> Vec<ExtractedFile> {
     let mut buf = vec![0_u8; CHUNK_LEN];
     let mut done = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
@@ -193,7 +259,7 @@ fn work(shared: &Shared<'_>, mut archive: ZipArchive<SharedFile>) -> Vec<Extract
         else {
             break;
         };
-        match write_file(shared, &mut archive, &shared.files[i], &mut buf) {
+        match write_file(shared, &mut archive, &shared.files[i], &mut buf, to_flusher) {
             Ok(file) => done.push(file),
             Err(Failure::Stopped) => break,
             Err(Failure::Error(error)) => {
@@ -222,6 +288,7 @@ fn write_file(
     archive: &mut ZipArchive<SharedFile>,
     planned: &PlannedFile,
     buf: &mut [u8],
+    to_flusher: Option<&SyncSender<Unsynced>>,
 ) -> Result<ExtractedFile, Failure> {
     let corrupt = |reason: String| ExtractError::CorruptEntry {
         entry: planned.entry.clone(),
@@ -287,7 +354,23 @@ fn write_file(
         .into());
     }
     if shared.sync {
-        out.sync_all().map_err(write_error)?;
+        let unsynced = Unsynced {
+            file: out,
+            entry: planned.entry.clone(),
+            path: target.clone(),
+        };
+        let left_to_us = match to_flusher {
+            Some(queue) => match queue.try_send(unsynced) {
+                Ok(()) => None,
+                Err(TrySendError::Full(unsynced) | TrySendError::Disconnected(unsynced)) => {
+                    Some(unsynced)
+                }
+            },
+            None => Some(unsynced),
+        };
+        if let Some(unsynced) = left_to_us {
+            unsynced.file.sync_all().map_err(write_error)?;
+        }
     }
     Ok(ExtractedFile {
         path: planned.path.clone(),
