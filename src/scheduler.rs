@@ -63,6 +63,28 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Counts one more (`add`) or one fewer ticket in `state`.
+    fn adjust(&mut self, state: TicketState, add: bool) {
+        let slot = match state {
+            TicketState::Pending => &mut self.pending,
+            TicketState::Waiting => &mut self.waiting,
+            TicketState::Downloading => &mut self.downloading,
+            TicketState::Extracting => &mut self.extracting,
+            TicketState::Archived => &mut self.archived,
+            TicketState::Failed => &mut self.failed,
+        };
+        *slot = if add {
+            *slot + 1
+        } else {
+            slot.saturating_sub(1)
+        };
+    }
+
+    /// Tickets not yet archived or failed.
+    fn active(&self) -> usize {
+        self.pending + self.waiting + self.downloading + self.extracting
+    }
+
     /// One line for `STATUS=`.
     pub fn line(&self) -> String {
         let mut line = format!(
@@ -171,6 +193,8 @@ pub struct Scheduler {
     events_rx: mpsc::UnboundedReceiver<JobEvent>,
     summary: watch::Sender<Summary>,
     last_error: Option<String>,
+    /// Tickets per state, kept current by every change.
+    counts: Summary,
     auth_failure: Option<DmsError>,
     rng: fastrand::Rng,
     jobs_cancel: CancellationToken,
@@ -234,6 +258,7 @@ impl Scheduler {
             events_rx,
             summary,
             last_error: None,
+            counts: Summary::default(),
             auth_failure: None,
             rng: fastrand::Rng::new(),
             jobs_cancel: CancellationToken::new(),
@@ -340,6 +365,7 @@ impl Scheduler {
             saved_bytes: 0,
         };
         self.order.push(id.clone());
+        self.counts.adjust(ticket.record.state, true);
         self.tickets.insert(id.clone(), ticket);
         if let Some(at) = due {
             self.schedule(&id, at);
@@ -383,6 +409,10 @@ impl Scheduler {
         let record = &mut ticket.record;
         let from = record.state;
         record.state = state;
+        if from != state {
+            self.counts.adjust(from, false);
+            self.counts.adjust(state, true);
+        }
         record.updated_at = jiff::Timestamp::now();
         if let Some(error) = &error {
             record.last_error = Some(error.clone());
@@ -417,24 +447,15 @@ impl Scheduler {
     }
 
     fn publish_summary(&self) {
-        let mut summary = Summary {
+        // The counts are kept up to date as tickets move: walking every ticket here would make
+        // each state change cost O(tickets).
+        let summary = Summary {
             last_error: self.last_error.clone(),
-            ..Summary::default()
+            ..self.counts.clone()
         };
-        for ticket in self.tickets.values() {
-            match ticket.record.state {
-                TicketState::Pending => summary.pending += 1,
-                TicketState::Waiting => summary.waiting += 1,
-                TicketState::Downloading => summary.downloading += 1,
-                TicketState::Extracting => summary.extracting += 1,
-                TicketState::Archived => summary.archived += 1,
-                TicketState::Failed => summary.failed += 1,
-            }
-        }
         let telemetry = &self.services.telemetry;
         telemetry.metrics.set_tickets(&summary);
-        let active = summary.pending + summary.waiting + summary.downloading + summary.extracting;
-        telemetry.health.set_pending(active > 0);
+        telemetry.health.set_pending(summary.active() > 0);
         self.summary.send_if_modified(|current| {
             let changed = *current != summary;
             *current = summary;
@@ -443,7 +464,7 @@ impl Scheduler {
     }
 
     fn all_terminal(&self) -> bool {
-        self.tickets.values().all(|t| t.record.state.is_terminal())
+        self.counts.active() == 0
     }
 
     /// Starts the work of every due ticket, as far as capacity allows.
@@ -792,6 +813,7 @@ impl Scheduler {
             .collect();
         for id in &removed {
             if let Some(ticket) = self.tickets.remove(id) {
+                self.counts.adjust(ticket.record.state, false);
                 if let Some(at) = ticket.due {
                     self.timers.remove(&(at, id.clone()));
                 }
@@ -859,10 +881,7 @@ impl Scheduler {
             } else {
                 None
             };
-            let downloading = self
-                .tickets
-                .values()
-                .any(|t| t.record.state == TicketState::Downloading);
+            let downloading = self.counts.downloading > 0;
             tokio::select! {
                 _ = shutdown.cancelled() => break true,
                 Some(joined) = self.polls.join_next(), if !self.polls.is_empty() => self.joined(joined),
