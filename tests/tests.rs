@@ -7,6 +7,7 @@
 //! - `pipeline`: the daemon in process against both simulators on paused time: the whole
 //!   way from status query to published archive, faults, unsafe zips, restarts, secrets, scale.
 //! - `process`: the real binary under SIGKILL, SIGTERM and `run --once` exit codes.
+//! - `proxy`: HTTP_PROXY / NO_PROXY for API, STS and OSS traffic; metadata goes direct.
 //! - `operations`: running in production: sd_notify, SIGHUP reloads, metrics, health
 //!   endpoints, JSON logs, hooks, read-only containers.
 
@@ -18,3 +19,4 @@ mod keyless;
 mod operations;
 mod pipeline;
 mod process;
+mod proxy;

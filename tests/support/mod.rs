@@ -193,6 +193,16 @@ impl DaemonConfig {
         self
     }
 
+    /// Removes `[section] key`.
+    pub(crate) fn unset(&mut self, section: &'static str, key: &str) -> &mut Self {
+        for (s, keys) in &mut self.sections {
+            if *s == section {
+                keys.retain(|(k, _)| k != key);
+            }
+        }
+        self
+    }
+
     /// The secret written to the secret file (the simulator decides whether it is right).
     pub(crate) fn secret(&mut self, secret: &str) -> &mut Self {
         self.secret = secret.to_owned();
