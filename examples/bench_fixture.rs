@@ -20,7 +20,7 @@
 //! Human-readable notes go to stderr.
 
 use std::io::{BufWriter, Read as _, Write as _};
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -296,14 +296,7 @@ fn write_config(
     tickets: &str,
 ) -> Result<PathBuf, String> {
     let secret = dir.join("ak_secret");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&secret)
-        .map_err(|e| format!("{}: {e}", secret.display()))?;
-    file.write_all(AK_SECRET.as_bytes())
+    dmstrack::sim::write_secret_file(&secret, AK_SECRET)
         .map_err(|e| format!("{}: {e}", secret.display()))?;
     let (initial, max, rps) = match poll {
         PollPlan::Fast => ("100ms", "1s", 10.0),

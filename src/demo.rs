@@ -209,16 +209,8 @@ fn script(oss: &Arc<OssSimulator>, dms: &DmsSimulator) {
 }
 
 fn write_config(dir: &Path, endpoint: &str) -> Result<PathBuf, String> {
-    use std::os::unix::fs::OpenOptionsExt;
     let secret = dir.join("ak_secret");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&secret)
-        .map_err(|e| format!("{}: {e}", secret.display()))?;
-    std::io::Write::write_all(&mut file, AK_SECRET.as_bytes())
+    crate::sim::write_secret_file(&secret, AK_SECRET)
         .map_err(|e| format!("{}: {e}", secret.display()))?;
     let mut text = format!(
         "# Written by `dmstrack demo`: the simulators it points at are gone when the demo ends.\n\
