@@ -291,3 +291,59 @@ async fn run_once_exits_0_when_all_archived_1_when_one_failed_78_on_a_wrong_secr
     assert_no_secrets(&log, &["wrong-secret-Tq81", AK_SECRET]);
     assert_eq!(wrong.dms.call_count(), 1, "an auth refusal is not retried");
 }
+
+/// As a hardened container runs it: an unprivileged user (uid and gid 65534) that can write
+/// only the state and archive folders (the scene's root and config are root's, read-only to
+/// it). Switching users needs root, as CI has; without it the test says so and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprivileged_user_archives_with_only_state_and_archive_writable() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+    if !rustix::process::getuid().is_root() || which("setpriv").is_none() {
+        eprintln!("skipped: switching to an unprivileged user needs root and setpriv");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let mut scene = Scene::new().await;
+    let zip = sample_zip(&SampleSpec::demo(3));
+    scene.oss.put_object(OBJECT, zip.clone());
+    scene
+        .dms
+        .script_ticket(5, KEY, [StatusStep::success(scene.fresh_urls(OBJECT), 1)]);
+    scene.config.ticket(5, KEY, "unprivileged");
+    let config = scene.config.write(scene.root());
+    std::fs::set_permissions(scene.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = scene.root().join("ak_secret");
+    chown(&secret, Some(NOBODY), Some(NOBODY)).unwrap();
+    for dir in ["state", "archive"] {
+        let path = scene.root().join(dir);
+        std::fs::create_dir(&path).unwrap();
+        chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+        ])
+        .arg(env!("CARGO_BIN_EXE_dmstrack"))
+        .args(["--log-format", "json", "run", "--once", "-c"])
+        .arg(&config)
+        .current_dir("/");
+    let (code, _, stderr) = support::run(command).await;
+    assert_eq!(code, 0, "{stderr}");
+    let manifest = scene.final_dir(5, KEY).join("manifest.json");
+    assert_eq!(std::fs::metadata(&manifest).unwrap().uid(), NOBODY);
+    assert_files_match_zip(&scene.final_dir(5, KEY), &zip);
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|path| path.is_file())
+}

@@ -6,7 +6,8 @@
 //! - `keyless`: role-based credentials end to end (STS, IMDS, RRSA fakes).
 //! - `pipeline`: the daemon in process against both simulators on paused time: the whole
 //!   way from status query to published archive, faults, unsafe zips, restarts, secrets, scale.
-//! - `process`: the real binary under SIGKILL, SIGTERM and `run --once` exit codes.
+//! - `process`: the real binary under SIGKILL, SIGTERM, `run --once` exit codes, and as an
+//!   unprivileged user that may write only the state and archive folders.
 //! - `proxy`: HTTP_PROXY / NO_PROXY for API, STS and OSS traffic; metadata goes direct.
 //! - `operations`: running in production: sd_notify, SIGHUP reloads, metrics, health
 //!   endpoints, JSON logs, hooks, read-only containers.
