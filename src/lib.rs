@@ -1,28 +1,22 @@
 //! dmstrack archives Alibaba Cloud DMS Enterprise data-tracking exports unattended.
 //!
-//! See README.md ("Architecture") for how the modules fit together.
+//! The modules are layers, and every arrow points down (README.md, "Architecture"):
+//!
+//! ```text
+//! cli ─▶ service ─▶ watch ─▶ job ─▶ dms ─▶ credentials ─▶ config ─▶ telemetry, net
+//! ```
+//!
+//! `sim` holds the loopback simulators of DMS, OSS and the credential services that `demo`
+//! and the tests use.
 
-pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod credentials;
-pub mod daemon;
-pub mod demo;
 pub mod dms;
-pub mod download;
 pub mod extract;
-pub mod health;
-pub mod hooks;
-pub mod http;
-pub mod logging;
-pub mod metrics;
+pub mod job;
 pub mod net;
-pub mod notify;
-pub mod pipeline;
-pub mod ratelimit;
-pub mod retry;
-pub mod scheduler;
-pub mod secret;
-pub mod signed_url;
+pub mod service;
 pub mod sim;
-pub mod state;
+pub mod telemetry;
+pub mod watch;

@@ -46,8 +46,8 @@ async fn query_prints_the_status_json_with_v3_and_v1() {
     assert_eq!(
         versions,
         [
-            Some(dmstrack::dms::signer::SignatureVersion::V3),
-            Some(dmstrack::dms::signer::SignatureVersion::V1)
+            Some(dmstrack::net::signer::SignatureVersion::V3),
+            Some(dmstrack::net::signer::SignatureVersion::V1)
         ]
     );
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 use dmstrack::config::{ExportSpec, RollbackSqlType};
 use dmstrack::credentials::{CredentialEnv, CredentialProvider};
 use dmstrack::dms::{DmsClient, DmsError, DownloadStatus};
-use dmstrack::metrics::Telemetry;
-use dmstrack::ratelimit::RateLimiter;
+use dmstrack::net::ratelimit::RateLimiter;
 use dmstrack::sim::dms::{DmsFault, DmsSimulator, StatusStep};
+use dmstrack::telemetry::metrics::Telemetry;
 
 use crate::support::{self, AK_ID, AK_SECRET, LogCapture, assert_no_secrets};
 

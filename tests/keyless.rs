@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use dmstrack::credentials::{CredentialEnv, CredentialProvider};
 use dmstrack::dms::{DmsClient, DownloadStatus};
-use dmstrack::metrics::Telemetry;
-use dmstrack::ratelimit::RateLimiter;
-use dmstrack::secret::Secret;
+use dmstrack::net::ratelimit::RateLimiter;
+use dmstrack::net::secret::Secret;
 use dmstrack::sim::credentials::{ImdsFake, ImdsOptions, StsFake, StsOptions};
 use dmstrack::sim::dms::{DmsSimulator, StatusStep};
+use dmstrack::telemetry::metrics::Telemetry;
 
 use crate::support::{self, AK_ID, AK_SECRET, assert_no_secrets, dmstrack, run};
 

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use dmstrack::config::{Config, ConfigEnv};
 use dmstrack::credentials::CredentialEnv;
-use dmstrack::daemon::{Daemon, RunOptions};
-use dmstrack::notify::Notifier;
-use dmstrack::scheduler::RunOutcome;
+use dmstrack::service::daemon::{Daemon, RunOptions};
+use dmstrack::service::notify::Notifier;
 use dmstrack::sim::dms::{DmsFault, DmsSimulator, QUERY_STATUS_ACTION, StatusStep, UrlSource};
 use dmstrack::sim::oss::{OssFault, OssSimulator};
 use dmstrack::sim::zipgen::{SampleSpec, sample_zip};
+use dmstrack::watch::RunOutcome;
 use rustix::process::Signal;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

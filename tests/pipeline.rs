@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use dmstrack::config::{Config, ConfigEnv};
 use dmstrack::credentials::CredentialEnv;
-use dmstrack::daemon::{Daemon, RunOptions};
-use dmstrack::dms::signer::{SignatureVersion, sha256_hex};
-use dmstrack::notify::Notifier;
-use dmstrack::scheduler::RunOutcome;
+use dmstrack::net::signer::{SignatureVersion, sha256_hex};
+use dmstrack::service::daemon::{Daemon, RunOptions};
+use dmstrack::service::notify::Notifier;
 use dmstrack::sim::dms::{
     DOWNLOAD_ACTION, DmsFault, DmsSimulator, QUERY_STATUS_ACTION, StatusStep, UrlSource,
 };
 use dmstrack::sim::oss::{OssFault, OssSimConfig, OssSimulator};
 use dmstrack::sim::zipgen::{SampleSpec, sample_zip};
+use dmstrack::watch::RunOutcome;
 use tokio_util::sync::CancellationToken;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};

@@ -169,7 +169,7 @@ fn assert_resumed_and_archived(scene: &Scene, zip: &[u8], from: u64) {
     let manifest = read_json(&dir.join("manifest.json"));
     assert_eq!(
         manifest["source"]["sha256"],
-        dmstrack::dms::signer::sha256_hex(zip)
+        dmstrack::net::signer::sha256_hex(zip)
     );
     assert!(!scene.part(7, KEY).exists(), "the part file is gone");
 }

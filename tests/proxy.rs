@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dmstrack::secret::Secret;
+use dmstrack::net::secret::Secret;
 use dmstrack::sim::credentials::{ImdsFake, ImdsOptions, StsFake, StsOptions};
 use dmstrack::sim::dms::{DmsSimulator, StatusStep, UrlSource};
 use dmstrack::sim::oss::OssSimulator;

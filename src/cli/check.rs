@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{Exit, one_shot_client};
 use crate::config::{Config, ConfigEnv, TicketSource};
 use crate::dms::DownloadStatus;
-use crate::state::{StateStore, ticket_id};
+use crate::watch::state::{StateStore, ticket_id};
 
 pub(super) async fn run(path: &Path, env: &ConfigEnv, online: bool) -> Exit {
     let config = match Config::load(path, env) {

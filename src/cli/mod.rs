@@ -2,6 +2,7 @@
 //! codes of SPEC.md. Each command lives in its own file; `main.rs` only calls [`main`].
 
 mod check;
+pub mod demo;
 mod export;
 mod query;
 mod run;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigEnv, RollbackSqlType};
-use crate::logging::LogFormat;
+use crate::service::logging::LogFormat;
 
 /// Exit codes (SPEC.md "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +132,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    if let Err(message) = crate::logging::init(cli.log_format, cli.log_level.as_deref()) {
+    if let Err(message) = crate::service::logging::init(cli.log_format, cli.log_level.as_deref()) {
         eprintln!("dmstrack: {message}");
         return Exit::Usage.into();
     }
@@ -170,7 +171,7 @@ async fn dispatch(cli: Cli, env: ConfigEnv) -> Exit {
         Command::Check { online } => check::run(&config_path, &env, online).await,
         Command::Run { once } => run::run(&config_path, &env, once).await,
         Command::Status { json } => status::run(&config_path, &env, json),
-        Command::Demo { dir } => match crate::demo::run(&dir).await {
+        Command::Demo { dir } => match crate::cli::demo::run(&dir).await {
             Ok(true) => Exit::Success,
             Ok(false) => Exit::Failure,
             Err(message) => {
@@ -192,9 +193,9 @@ async fn healthcheck(addr: Option<String>, config_path: &std::path::Path, env: &
                 || std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
                 |h| h.listen,
             );
-        crate::http::probe_address(listen)
+        crate::service::http::probe_address(listen)
     });
-    match crate::http::probe(&addr).await {
+    match crate::service::http::probe(&addr).await {
         Ok(()) => Exit::Success,
         Err(message) => {
             eprintln!("dmstrack healthcheck: {message}");
@@ -225,14 +226,14 @@ async fn one_shot_client(config: &Config) -> Result<crate::dms::DmsClient, Exit>
             Exit::TempFail
         }
     })?;
-    let limiter = std::sync::Arc::new(crate::ratelimit::RateLimiter::new(
+    let limiter = std::sync::Arc::new(crate::net::ratelimit::RateLimiter::new(
         config.dms.max_requests_per_second,
     ));
     crate::dms::DmsClient::new(
         &config.dms,
         credentials,
         limiter,
-        crate::metrics::Telemetry::default(),
+        crate::telemetry::metrics::Telemetry::default(),
     )
     .map_err(|err| {
         eprintln!(

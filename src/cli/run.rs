@@ -15,8 +15,8 @@ use tracing::{error, info, warn};
 use super::{Exit, load_config};
 use crate::config::ConfigEnv;
 use crate::credentials::CredentialEnv;
-use crate::daemon::{Daemon, RunOptions};
-use crate::notify::Notifier;
+use crate::service::daemon::{Daemon, RunOptions};
+use crate::service::notify::Notifier;
 
 pub(super) async fn run(path: &Path, env: &ConfigEnv, once: bool) -> Exit {
     let config = match load_config(path, env) {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Exit, load_config};
 use crate::config::ConfigEnv;
-use crate::state::{StateStore, TicketRecord, TicketState, ticket_id};
+use crate::watch::state::{StateStore, TicketRecord, TicketState, ticket_id};
 
 /// The last `on_archived` hook run of a ticket, as `status` shows it.
 #[derive(Debug, Serialize)]
@@ -121,7 +121,7 @@ fn print_table(entries: &[StatusEntry]) {
             };
             let detail = match (&e.archive, &e.last_error) {
                 (Some(archive), _) if e.state == TicketState::Archived => match &e.hook {
-                    Some(hook) if hook.result == crate::hooks::RESULT_OK => {
+                    Some(hook) if hook.result == crate::job::hooks::RESULT_OK => {
                         format!("{archive} (hook ok)")
                     }
                     Some(hook) => format!("{archive} (hook {}: {})", hook.result, hook.detail),

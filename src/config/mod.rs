@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dms::signer::SignatureVersion;
-use crate::secret::Secret;
+use crate::net::secret::Secret;
+use crate::net::signer::SignatureVersion;
 
 /// The official endpoint: DMS Enterprise uses the central endpoint for every region.
 pub const DEFAULT_ENDPOINT: &str = "https://dms-enterprise.aliyuncs.com";

@@ -86,7 +86,7 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDms {
     pub(crate) endpoint: Option<String>,
-    pub(crate) signature: Option<crate::dms::signer::SignatureVersion>,
+    pub(crate) signature: Option<crate::net::signer::SignatureVersion>,
     pub(crate) tid: Option<i64>,
     pub(crate) connect_timeout: Option<HumanDuration>,
     pub(crate) request_timeout: Option<HumanDuration>,

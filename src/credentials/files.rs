@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::CredentialError;
-use crate::secret::Secret;
+use crate::net::secret::Secret;
 
 /// The modes of `config.json` this program implements.
 const CLI_MODES: &str = "AK, StsToken, RamRoleArn, EcsRamRole, OIDC";

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::Credentials;
 use super::env::CredentialEnv;
 use super::error::{CredentialError, TransportKind};
-use crate::secret::Secret;
+use crate::net::secret::Secret;
 
 /// Credentials as a remote source returned them.
 #[derive(Debug, Clone)]
@@ -196,7 +196,7 @@ pub(crate) fn refused(
 fn scrub(message: &str, sensitive: &[&str]) -> String {
     let mut out = message.to_owned();
     for value in sensitive.iter().filter(|v| v.len() >= 4) {
-        out = out.replace(value, crate::secret::MASK);
+        out = out.replace(value, crate::net::secret::MASK);
     }
     if out.chars().count() > 300 {
         out = out.chars().take(300).collect::<String>() + "…";

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::error::CredentialError;
 use super::http::{self, Fetched, Shape};
-use crate::secret::Secret;
+use crate::net::secret::Secret;
 
 /// The service name errors carry.
 const SERVICE: &str = "ECS metadata";

@@ -20,7 +20,7 @@ use super::imds::ImdsFetcher;
 use super::sts::{self, AssumeRoleFetcher, OidcFetcher, RoleRequest};
 use super::uri::UriFetcher;
 use crate::config::CredentialsSettings;
-use crate::secret::Secret;
+use crate::net::secret::Secret;
 
 /// The metadata service's address on every ECS instance.
 const DEFAULT_METADATA_ENDPOINT: &str = "http://100.100.100.200";

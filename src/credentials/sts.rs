@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::cache::Refresher;
 use super::error::CredentialError;
 use super::http::{self, Fetched, Shape};
-use crate::dms::signer::{
+use crate::net::signer::{
     canonical_query, format_timestamp, percent_encode, v1_signature, v1_string_to_sign,
 };
 

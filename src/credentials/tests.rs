@@ -9,6 +9,7 @@ use tokio::time::advance;
 
 use super::*;
 use crate::config::{CredentialSource, CredentialsSettings};
+use crate::net::secret::Secret;
 use crate::sim::credentials::{ImdsFake, ImdsOptions, StsFake, StsOptions, UriFake};
 
 const MIN: Duration = Duration::from_secs(60);

@@ -13,13 +13,13 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, USER_AGENT};
 use tracing::{debug, info};
 
-use super::signer::{self, RpcRequest, SignatureVersion};
 use super::types::*;
 use crate::config::{DmsSettings, ExportSpec};
 use crate::credentials::{CredentialError, CredentialProvider, Credentials};
-use crate::metrics::Telemetry;
-use crate::ratelimit::RateLimiter;
-use crate::retry::{Backoff, retry_after};
+use crate::net::ratelimit::RateLimiter;
+use crate::net::retry::{Backoff, retry_after};
+use crate::net::signer::{self, RpcRequest, SignatureVersion};
+use crate::telemetry::metrics::Telemetry;
 
 /// Backoff between attempts of one call when the server gives no hint: 0.5 s, 1 s, 2 s, …
 /// capped at 10 s, ±20 %. Short on purpose: the ticket's own poll schedule is the long loop.
@@ -322,7 +322,7 @@ fn redact(text: String, credentials: &Credentials) -> String {
     ];
     for secret in secrets.into_iter().flatten() {
         if !secret.is_empty() {
-            text = text.replace(secret.expose(), crate::secret::MASK);
+            text = text.replace(secret.expose(), crate::net::secret::MASK);
         }
     }
     text

@@ -2,7 +2,6 @@
 //! retrying client ([`client`]).
 
 pub mod client;
-pub mod signer;
 pub mod types;
 
 pub use client::{DmsClient, DmsError, GatewayError};

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use crate::config::ExportSpec;
-use crate::signed_url::{SignedUrl, SignedUrlError};
+use crate::net::signed_url::{SignedUrl, SignedUrlError};
 
 /// The API version of DMS Enterprise.
 pub const API_VERSION: &str = "2018-11-01";

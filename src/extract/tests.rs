@@ -13,7 +13,7 @@ use zip::{CompressionMethod, ZipWriter};
 
 use super::unpack::{Budget, CopyError, copy_entry};
 use super::*;
-use crate::dms::signer::sha256_hex;
+use crate::net::signer::sha256_hex;
 
 /// One entry of a test zip.
 enum Item<'a> {

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde_json::json;
 
-use crate::dms::signer::{format_timestamp, v1_signature, v1_string_to_sign};
-use crate::secret::{MASK, Secret};
+use crate::net::secret::{MASK, Secret};
+use crate::net::signer::{format_timestamp, v1_signature, v1_string_to_sign};
 
 /// Parameters a log must not show.
 const SENSITIVE_PARAMS: &[&str] = &["Signature", "OIDCToken", "SecurityToken"];

@@ -325,7 +325,7 @@ pub(crate) fn assert_files_match_zip(final_dir: &Path, zip: &[u8]) {
                 expected_files.push(serde_json::json!({
                     "path": trimmed,
                     "bytes": data.len(),
-                    "sha256": dmstrack::dms::signer::sha256_hex(&data),
+                    "sha256": dmstrack::net::signer::sha256_hex(&data),
                 }));
             }
         }

@@ -69,8 +69,8 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use tokio_util::sync::CancellationToken;
 
-use crate::dms::signer::SignatureVersion;
-use crate::secret::Secret;
+use crate::net::secret::Secret;
+use crate::net::signer::SignatureVersion;
 
 /// The only API version the simulator serves (`x-acs-version` / `Version`).
 pub const API_VERSION: &str = "2018-11-01";

@@ -1,5 +1,5 @@
 //! Tests of the DMS simulator over real loopback HTTP: requests are built with
-//! `crate::dms::signer` (or by hand, to break them in one precise way) and sent with reqwest.
+//! `crate::net::signer` (or by hand, to break them in one precise way) and sent with reqwest.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::credentials::Credentials;
-use crate::dms::signer::{
+use crate::net::signer::{
     self, EMPTY_BODY_SHA256, RpcRequest, SignatureVersion, SignedRequest, canonical_query,
     format_timestamp, percent_encode, sha256_hex, v1_signature, v1_string_to_sign,
     v3_canonical_headers, v3_canonical_request, v3_signature,
@@ -109,7 +109,7 @@ impl Reply {
     }
 }
 
-/// One call to sign with `crate::dms::signer::sign`.
+/// One call to sign with `crate::net::signer::sign`.
 #[derive(Clone, Debug)]
 struct Call {
     version: SignatureVersion,

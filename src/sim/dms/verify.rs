@@ -2,7 +2,7 @@
 //! what it claims ([`read_envelope`]), then checking it the way the gateway does
 //! ([`authenticate`]). Everything is recomputed from what was received: the query as decoded
 //! from the raw URL, the form body, the headers as sent and the body's own hash, with the
-//! canonicalisation functions of `crate::dms::signer`.
+//! canonicalisation functions of `crate::net::signer`.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,7 @@ use percent_encoding::percent_decode_str;
 
 use super::reply::GatewayError;
 use super::{API_VERSION, DOWNLOAD_ACTION, MAX_CLOCK_SKEW, QUERY_STATUS_ACTION, State};
-use crate::dms::signer::{
+use crate::net::signer::{
     SignatureVersion, V3_ALGORITHM, sha256_hex, v1_signature, v1_string_to_sign,
     v3_canonical_request, v3_signature,
 };

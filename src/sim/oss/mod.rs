@@ -41,8 +41,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::dms::signer::percent_encode;
-use crate::secret::Secret;
+use crate::net::secret::Secret;
+use crate::net::signer::percent_encode;
 
 /// Size of the slices a body is streamed in.
 const BODY_CHUNK: usize = 64 * 1024;

@@ -13,6 +13,8 @@
 //!    └─────────────────┴──────────────▶ failed ◀─────────────┘
 //! ```
 
+pub mod state;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,13 +27,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::archive::ArchiveLayout;
 use crate::config::{PollSettings, TicketSource, TicketSpec};
 use crate::dms::{DmsClient, DmsError, DownloadStatus, ExportStatus};
-use crate::download::Progress;
-use crate::pipeline::{Job, JobEvent, JobOutcome, PipelineContext, run_job};
-use crate::retry::Backoff;
-use crate::state::{DownloadProgress, HookOutcome, StateStore, TicketRecord, TicketState};
+use crate::job::archive::ArchiveLayout;
+use crate::job::download::Progress;
+use crate::job::pipeline::{Job, JobEvent, JobOutcome, PipelineContext, run_job};
+use crate::net::retry::Backoff;
+use crate::watch::state::{DownloadProgress, HookOutcome, StateStore, TicketRecord, TicketState};
 
 /// Status queries in flight at once; more due tickets wait their turn (the rate limit paces
 /// them anyway, this only bounds memory after a restart with many due tickets).
@@ -125,7 +127,7 @@ pub struct Services {
     /// `[poll]`.
     pub poll: PollSettings,
     /// Metrics and health.
-    pub telemetry: crate::metrics::Telemetry,
+    pub telemetry: crate::telemetry::metrics::Telemetry,
     /// `[hooks]`.
     pub hooks: crate::config::HookSettings,
 }
@@ -293,7 +295,7 @@ impl Scheduler {
     }
 
     fn add_ticket(&mut self, spec: TicketSpec) {
-        let id = crate::state::ticket_id(&spec);
+        let id = crate::watch::state::ticket_id(&spec);
         if self.tickets.contains_key(&id) {
             return;
         }
@@ -666,7 +668,12 @@ impl Scheduler {
         self.transition(id, state, Some(err.to_string()));
     }
 
-    fn start_job(&mut self, id: &str, url: crate::signed_url::SignedUrl, total_count: Option<i64>) {
+    fn start_job(
+        &mut self,
+        id: &str,
+        url: crate::net::signed_url::SignedUrl,
+        total_count: Option<i64>,
+    ) {
         let ticket = self.tickets.get_mut(id).expect("present");
         let cancel = self.jobs_cancel.child_token();
         ticket.job_cancel = Some(cancel.clone());
@@ -749,9 +756,14 @@ impl Scheduler {
         let label = ticket.spec.label.clone();
         let task_id = id.to_owned();
         self.jobs.spawn(async move {
-            let outcome =
-                crate::hooks::run_on_archived(&settings, &dir, order_id, &key, label.as_deref())
-                    .await;
+            let outcome = crate::job::hooks::run_on_archived(
+                &settings,
+                &dir,
+                order_id,
+                &key,
+                label.as_deref(),
+            )
+            .await;
             (task_id, TaskResult::Hook(outcome))
         });
     }
@@ -803,7 +815,7 @@ impl Scheduler {
         self.services = services;
         let wanted: HashMap<String, TicketSpec> = tickets
             .into_iter()
-            .map(|s| (crate::state::ticket_id(&s), s))
+            .map(|s| (crate::watch::state::ticket_id(&s), s))
             .collect();
         let removed: Vec<String> = self
             .order

@@ -12,7 +12,7 @@ use hmac::{KeyInit, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
-use crate::credentials::Credentials;
+use crate::net::access_key::Credentials;
 
 /// RFC 3986 unreserved characters stay as they are; everything else becomes `%XY` (upper-case
 /// hex, UTF-8 bytes). Space is `%20`, `*` is `%2A`, `~` is kept: exactly Alibaba's rules.
@@ -287,7 +287,7 @@ fn sign_v3(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use crate::net::secret::Secret;
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{TicketSource, TicketSpec};
+use crate::job::archive::{path_safe, sync_dir};
+pub use crate::job::hooks::HookOutcome;
 
 /// Where a ticket is in its life (SPEC.md "Ticket states").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,17 +58,6 @@ pub struct DownloadProgress {
     pub bytes: u64,
     /// The object's size, once known.
     pub total: Option<u64>,
-}
-
-/// The outcome of the `on_archived` hook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HookOutcome {
-    /// `ok`, `failed` or `timeout`.
-    pub result: String,
-    /// Exit status or the reason, for people.
-    pub detail: String,
-    /// When it finished.
-    pub finished_at: jiff::Timestamp,
 }
 
 /// Everything persisted about one ticket.
@@ -136,27 +127,6 @@ impl TicketRecord {
     }
 }
 
-/// A file-name-safe form of a key: ASCII letters, digits, `-`, `_` and `.` stay, anything
-/// else becomes `%XX`, and `.`/`..` are encoded, so a key can never name another folder.
-/// UUID keys map to themselves.
-pub fn path_safe(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    if out.is_empty() || out == "." || out == ".." {
-        out = out.replace('.', "%2E");
-        if out.is_empty() {
-            out.push_str("%00");
-        }
-    }
-    out
-}
-
 /// The stable identity of a ticket: `<order_id>-<key>` for an existing export, and
 /// `<order_id>-export-<hash of the export's parameters>` for one dmstrack starts (so changing
 /// the filters asks for a new export, and a label change does not).
@@ -167,8 +137,8 @@ pub fn ticket_id(spec: &TicketSpec) -> String {
         }
         TicketSource::Export(export) => {
             let params = crate::dms::types::export_params(spec.order_id, None, export);
-            let canonical = crate::dms::signer::canonical_query(&params);
-            let digest = crate::dms::signer::sha256_hex(canonical.as_bytes());
+            let canonical = crate::net::signer::canonical_query(&params);
+            let digest = crate::net::signer::sha256_hex(canonical.as_bytes());
             format!("{}-export-{}", spec.order_id, &digest[..16])
         }
     }
@@ -324,11 +294,6 @@ impl StateLock {
     }
 }
 
-/// fsync a directory, so a rename inside it survives a crash.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,19 +308,6 @@ mod tests {
                 download_key_id: key.into(),
             },
         }
-    }
-
-    #[test]
-    fn keys_never_escape_their_folder() {
-        assert_eq!(
-            path_safe("e23dd7ec-a19f-4a69-8eb3-8ffd26e6abcd"),
-            "e23dd7ec-a19f-4a69-8eb3-8ffd26e6abcd"
-        );
-        assert_eq!(path_safe("dk-2024/a+b c*~"), "dk-2024%2Fa%2Bb%20c%2A%7E");
-        assert_eq!(path_safe(".."), "%2E%2E");
-        assert_eq!(path_safe("."), "%2E");
-        assert_eq!(path_safe("订"), "%E8%AE%A2");
-        assert_eq!(path_safe(""), "%00");
     }
 
     #[test]

@@ -9,13 +9,13 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use crate::config::HookSettings;
-use crate::state::HookOutcome;
 
 /// How much of the end of stdout and of stderr is kept for the log.
 const TAIL_BYTES: usize = 2048;
@@ -26,6 +26,17 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// After killing a timed-out hook, how long to wait for it to be gone.
 const REAP_GRACE: Duration = Duration::from_secs(5);
+
+/// The outcome of the `on_archived` hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookOutcome {
+    /// `ok`, `failed` or `timeout`.
+    pub result: String,
+    /// Exit status or the reason, for people.
+    pub detail: String,
+    /// When it finished.
+    pub finished_at: jiff::Timestamp,
+}
 
 /// How much of stderr goes into [`HookOutcome::detail`] (the full tail is in the log).
 const DETAIL_STDERR_CHARS: usize = 200;

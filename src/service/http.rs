@@ -11,8 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
 
 /// What the handlers read.
 #[derive(Debug, Clone)]
@@ -53,7 +53,10 @@ pub async fn serve(
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        [(
+            header::CONTENT_TYPE,
+            crate::telemetry::metrics::CONTENT_TYPE,
+        )],
         state.metrics.encode(),
     )
 }
@@ -140,7 +143,7 @@ mod tests {
         let metrics = get("/metrics").await.unwrap();
         assert_eq!(
             metrics.headers()["content-type"],
-            crate::metrics::CONTENT_TYPE
+            crate::telemetry::metrics::CONTENT_TYPE
         );
         assert!(
             metrics

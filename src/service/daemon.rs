@@ -12,18 +12,18 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::archive::ArchiveLayout;
 use crate::config::{Config, ConfigEnv};
 use crate::credentials::{CredentialEnv, CredentialProvider};
 use crate::dms::DmsClient;
-use crate::download::Downloader;
-use crate::http::HttpState;
-use crate::metrics::Telemetry;
-use crate::notify::Notifier;
-use crate::pipeline::PipelineContext;
-use crate::ratelimit::RateLimiter;
-use crate::scheduler::{Control, DEFAULT_HEARTBEAT, RunOutcome, Scheduler, Services, Summary};
-use crate::state::{StateLock, StateStore};
+use crate::job::archive::ArchiveLayout;
+use crate::job::download::Downloader;
+use crate::job::pipeline::PipelineContext;
+use crate::net::ratelimit::RateLimiter;
+use crate::service::http::HttpState;
+use crate::service::notify::Notifier;
+use crate::telemetry::metrics::Telemetry;
+use crate::watch::state::{StateLock, StateStore};
+use crate::watch::{Control, DEFAULT_HEARTBEAT, RunOutcome, Scheduler, Services, Summary};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +174,7 @@ impl Daemon {
                     max_loop_silence: every * 3 + Duration::from_secs(30),
                     api_window: readiness_window(&config),
                 };
-                let addr = crate::http::serve(http.listen, state, http_stop.clone())
+                let addr = crate::service::http::serve(http.listen, state, http_stop.clone())
                     .await
                     .map_err(|e| {
                         StartError::Http(format!("cannot listen on {}: {e}", http.listen))

@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{path_safe, sync_dir};
-
 /// `manifest.json` (SPEC.md "Archive layout"). `source` never holds the URL's query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -225,6 +223,32 @@ pub fn publish(staging: &Path, final_dir: &Path, manifest: &Manifest) -> Result<
     Ok(())
 }
 
+/// A file-name-safe form of a key: ASCII letters, digits, `-`, `_` and `.` stay, anything
+/// else becomes `%XX`, and `.`/`..` are encoded, so a key can never name another folder.
+/// UUID keys map to themselves.
+pub fn path_safe(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if out.is_empty() || out == "." || out == ".." {
+        out = out.replace('.', "%2E");
+        if out.is_empty() {
+            out.push_str("%00");
+        }
+    }
+    out
+}
+
+/// fsync a directory, so a rename inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// `archived_at`: RFC 3339 UTC, whole seconds.
 pub fn format_archived_at(at: jiff::Timestamp) -> String {
     at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -255,6 +279,19 @@ mod tests {
                 sha256: "cd".into(),
             }],
         }
+    }
+
+    #[test]
+    fn keys_never_escape_their_folder() {
+        assert_eq!(
+            path_safe("e23dd7ec-a19f-4a69-8eb3-8ffd26e6abcd"),
+            "e23dd7ec-a19f-4a69-8eb3-8ffd26e6abcd"
+        );
+        assert_eq!(path_safe("dk-2024/a+b c*~"), "dk-2024%2Fa%2Bb%20c%2A%7E");
+        assert_eq!(path_safe(".."), "%2E%2E");
+        assert_eq!(path_safe("."), "%2E");
+        assert_eq!(path_safe("订"), "%E8%AE%A2");
+        assert_eq!(path_safe(""), "%00");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::config::DownloadSettings;
-use crate::signed_url::SignedUrl;
+use crate::net::signed_url::SignedUrl;
 
 /// Bytes so far and the total, shared with whoever reports progress (`status`, metrics).
 #[derive(Debug, Default)]
@@ -154,14 +154,14 @@ const WRITER_QUEUE_CHUNKS: usize = 64;
 pub struct Downloader {
     http: reqwest::Client,
     verify_crc64: bool,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl Downloader {
     /// A downloader with the `[download]` timeouts.
     pub fn new(
         settings: &DownloadSettings,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
@@ -508,7 +508,7 @@ impl PartWriter {
         Ok(Digests {
             bytes: self.bytes,
             crc64: self.crc.sum64(),
-            sha256: crate::dms::signer::hex_lower(&self.sha.finalize()),
+            sha256: crate::net::signer::hex_lower(&self.sha.finalize()),
         })
     }
 }

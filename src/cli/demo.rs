@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigEnv};
 use crate::credentials::CredentialEnv;
-use crate::daemon::{Daemon, RunOptions};
-use crate::notify::Notifier;
+use crate::service::daemon::{Daemon, RunOptions};
+use crate::service::notify::Notifier;
 use crate::sim::dms::{DmsSimulator, StatusStep, UrlSource};
 use crate::sim::oss::{OssFault, OssSimulator};
 use crate::sim::zipgen::{SampleSpec, sample_zip};
-use crate::state::{StateStore, TicketState};
+use crate::watch::state::{StateStore, TicketState};
 
 /// Marks a folder as made by `dmstrack demo`, so a re-run may clear its state and archive.
 const MARKER: &str = ".dmstrack-demo";

@@ -107,7 +107,7 @@ impl fmt::Debug for SignedUrl {
             "SignedUrl({}{}?{})",
             self.host,
             self.path,
-            crate::secret::MASK
+            crate::net::secret::MASK
         )
     }
 }

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::scheduler::Summary;
+use crate::watch::Summary;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionOutcome {
@@ -259,5 +259,5 @@ pub struct Telemetry {
     /// Prometheus metrics.
     pub metrics: std::sync::Arc<Metrics>,
     /// Liveness and readiness.
-    pub health: std::sync::Arc<crate::health::Health>,
+    pub health: std::sync::Arc<crate::telemetry::health::Health>,
 }

@@ -1,4 +1,13 @@
-//! Small HTTP helpers shared by the API client and the downloader.
+//! The bottom layer: what every network client shares. Secret types that never print
+//! themselves, the signed URL, pure Alibaba Cloud RPC signing, the process-wide rate limit,
+//! jittered backoff, and transport errors rendered without their URL.
+
+pub mod access_key;
+pub mod ratelimit;
+pub mod retry;
+pub mod secret;
+pub mod signed_url;
+pub mod signer;
 
 use std::error::Error as _;
 

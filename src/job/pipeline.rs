@@ -14,14 +14,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::archive::{self, ArchiveLayout, FILES_DIR, Manifest, ManifestFile, ManifestSource};
 use crate::config::{ArchiveSettings, DownloadSettings};
 use crate::dms::{DmsClient, DownloadStatus};
-use crate::download::{Downloader, FetchError, Progress, TicketTag, remove_part};
 use crate::extract::{ExtractOptions, extract_zip};
-use crate::retry::Backoff;
-use crate::signed_url::SignedUrl;
-use crate::state::TicketState;
+use crate::job::archive::{self, ArchiveLayout, FILES_DIR, Manifest, ManifestFile, ManifestSource};
+use crate::job::download::{Downloader, FetchError, Progress, TicketTag, remove_part};
+use crate::net::retry::Backoff;
+use crate::net::signed_url::SignedUrl;
+use crate::watch::state::TicketState;
 
 /// Between download attempts: 1 s, 2 s, 4 s … capped at 30 s, ±20 %.
 const DOWNLOAD_BACKOFF: Backoff = Backoff {
@@ -265,7 +265,7 @@ async fn extract_and_publish(
     ctx: &Arc<PipelineContext>,
     job: &Job,
     part: &std::path::Path,
-    fetched: &crate::download::Fetched,
+    fetched: &crate::job::download::Fetched,
 ) -> Result<JobOutcome, ExtractFailure> {
     let staging = ctx
         .layout

@@ -1,0 +1,9 @@
+//! One ticket's way once DMS has its zip ready: download, extract, publish, hooks.
+//!
+//! Nothing here decides *when* a ticket runs or writes ticket state: `watch` does both and
+//! hands each job what it needs.
+
+pub mod archive;
+pub mod download;
+pub mod hooks;
+pub mod pipeline;
