@@ -216,7 +216,7 @@ impl World {
         let work = self.archive().join(".dmstrack");
         assert_eq!(
             tree(&work),
-            ["downloads/", "staging/"],
+            ["downloads/", "lock", "staging/"],
             "leftovers in {work:?}"
         );
     }
@@ -786,12 +786,14 @@ fn assert_failed_cleanly(world: &World, outcome: &RunOutcome, case: &str, reason
             "archive/",
             "archive/.dmstrack/",
             "archive/.dmstrack/downloads/",
+            "archive/.dmstrack/lock",
             "archive/.dmstrack/staging/",
             "config.toml",
             "state/",
             "state/.lock",
-            "state/tickets/",
-            &format!("state/tickets/7-{KEY}.json"),
+            "state/state.db",
+            "state/state.db-shm",
+            "state/state.db-wal",
         ],
         "{case}: nothing else is written, inside or outside the archive"
     );
@@ -1029,10 +1031,9 @@ async fn an_archived_ticket_is_never_fetched_again_after_a_restart() {
 
     // Even with a state file that lost track (say, restored from an old backup), the
     // manifest decides.
-    let state_file = world.state().join(format!("tickets/7-{KEY}.json"));
-    let mut record = read_json(&state_file);
+    let mut record = world.record(7, KEY);
     record["state"] = "waiting".into();
-    std::fs::write(&state_file, serde_json::to_vec(&record).unwrap()).unwrap();
+    support::write_state_record(&world.state(), &record);
     assert_eq!(world.run_once().await.archived, 1);
     assert_eq!(world.dms.call_count(), calls);
     assert!(world.oss.requests().is_empty());
@@ -1058,12 +1059,9 @@ async fn an_export_is_requested_once_and_its_key_survives_a_restart() {
          filter_end_time = \"2026-11-27 23:59:59\", filter_tables = [\"orders\"], filter_types = [\"UPDATE\", \"DELETE\"] }",
     );
     let state_file = || {
-        let tickets = world.state().join("tickets");
-        let files: Vec<PathBuf> = std::fs::read_dir(&tickets)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(files.len() <= 1, "{files:?}");
-        files.into_iter().next().map(|f| read_json(&f))
+        let records = support::state_records(&world.state());
+        assert!(records.len() <= 1, "{records:?}");
+        records.into_iter().next()
     };
 
     let (shutdown, run) = world.spawn(false).await;
@@ -1355,14 +1353,15 @@ async fn no_secret_reaches_logs_state_manifest_or_status() {
     for path in tree(world.root()) {
         let full = world.root().join(&path);
         if full.is_file() && path != "ak_secret" && !path.starts_with("archive/7/") {
-            files.push_str(&std::fs::read_to_string(&full).unwrap());
+            // The state database is binary; its records are JSON text inside it.
+            files.push_str(&String::from_utf8_lossy(&std::fs::read(&full).unwrap()));
         }
     }
     files
         .push_str(&std::fs::read_to_string(world.final_dir(7, KEY).join("manifest.json")).unwrap());
     let config_text = std::fs::read_to_string(world.root().join("config.toml")).unwrap();
     let files = files.replace(&config_text, "");
-    assert!(files.contains("\"state\": \"archived\""), "{files}");
+    assert!(files.contains("\"state\":\"archived\""), "{files}");
     assert_no_secrets(&files, &secrets);
 
     let (status, output) = status_json(&world).await;

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{Exit, one_shot_client};
 use crate::config::{Config, ConfigEnv, TicketSource};
 use crate::dms::DownloadStatus;
-use crate::watch::state::{StateStore, ticket_id};
+use crate::watch::state::ticket_id;
 
 pub(super) async fn run(path: &Path, env: &ConfigEnv, online: bool) -> Exit {
     let config = match Config::load(path, env) {
@@ -65,6 +65,7 @@ async fn online_check(config: &Config) -> Exit {
     }
     println!("credentials: {}", client.credentials().describe());
     let mut exit = Exit::Success;
+    let (records, _) = crate::watch::state::read_all(&config.state.dir);
     for ticket in &config.tickets {
         let name = match &ticket.label {
             Some(label) => format!("order {} ({label})", ticket.order_id),
@@ -74,12 +75,11 @@ async fn online_check(config: &Config) -> Exit {
         let key = match &ticket.source {
             TicketSource::Existing { download_key_id } => download_key_id.clone(),
             TicketSource::Export(_) => {
-                let store = StateStore::open_existing(&config.state.dir);
-                match store
-                    .load(&ticket_id(ticket))
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.download_key_id)
+                let id = ticket_id(ticket);
+                match records
+                    .iter()
+                    .find(|r| r.id == id)
+                    .and_then(|r| r.download_key_id.clone())
                 {
                     Some(key) => key,
                     None => {

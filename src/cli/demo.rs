@@ -21,7 +21,7 @@ use crate::service::notify::Notifier;
 use crate::sim::dms::{DmsSimulator, StatusStep, UrlSource};
 use crate::sim::oss::{OssFault, OssSimulator};
 use crate::sim::zipgen::{SampleSpec, sample_zip};
-use crate::watch::state::{StateStore, TicketState};
+use crate::watch::state::TicketState;
 
 /// Marks a folder as made by `dmstrack demo`, so a re-run may clear its state and archive.
 const MARKER: &str = ".dmstrack-demo";
@@ -237,8 +237,7 @@ fn write_config(dir: &Path, endpoint: &str) -> Result<PathBuf, String> {
 
 /// Prints what happened; true when every ticket ended as the demo expects.
 fn report(config: &Config, config_path: &Path, elapsed: Duration) -> bool {
-    let store = StateStore::open_existing(&config.state.dir);
-    let (records, _) = store.load_all();
+    let (records, _) = crate::watch::state::read_all(&config.state.dir);
     let mut as_expected = true;
     println!("\nWhat happened ({:.1}s):", elapsed.as_secs_f64());
     let stories = SAMPLES

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Exit, load_config};
 use crate::config::ConfigEnv;
-use crate::watch::state::{StateStore, TicketRecord, TicketState, ticket_id};
+use crate::watch::state::{TicketRecord, TicketState, ticket_id};
 
 /// The last `on_archived` hook run of a ticket, as `status` shows it.
 #[derive(Debug, Serialize)]
@@ -66,8 +66,7 @@ pub(super) fn run(path: &Path, env: &ConfigEnv, json: bool) -> Exit {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    let store = StateStore::open_existing(&config.state.dir);
-    let (records, errors) = store.load_all();
+    let (records, errors) = crate::watch::state::read_all(&config.state.dir);
     for err in &errors {
         eprintln!("warning: {err}");
     }

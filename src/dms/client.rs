@@ -151,9 +151,20 @@ pub(crate) enum Verdict {
     Refused(GatewayError),
 }
 
+/// Most bytes of one API answer read: answers are a few KiB.
+const API_BODY_LIMIT: usize = 1 << 20;
+
 /// The retry table, as a pure function of one HTTP answer.
 pub(crate) fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Verdict {
     let hint = retry_after(headers, now);
+    if (300..400).contains(&status) {
+        return Verdict::Refused(GatewayError {
+            http_status: status,
+            code: "Redirect".into(),
+            message: crate::net::redirect_refusal(status, headers),
+            request_id: String::new(),
+        });
+    }
     if (200..300).contains(&status) {
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
             return Verdict::Retry {
@@ -369,6 +380,9 @@ impl DmsClient {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .user_agent(crate::net::USER_AGENT)
+            // A redirect would carry the signed query (and the STS token) to another host,
+            // and trust whatever that host answers.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let mut root = settings.endpoint.clone();
         root.set_path("/");
@@ -486,9 +500,9 @@ impl DmsClient {
             let started = tokio::time::Instant::now();
             let verdict = match self.send_once(action, params, &credentials).await {
                 Ok((status, headers, body)) => classify(status, &headers, &body, SystemTime::now()),
-                Err(err) => Verdict::Retry {
+                Err(reason) => Verdict::Retry {
                     kind: "transport_error",
-                    reason: crate::net::transport_error_text(err),
+                    reason,
                     hint: None,
                 },
             };
@@ -562,7 +576,7 @@ impl DmsClient {
         action: &'static str,
         params: &[(String, String)],
         credentials: &Credentials,
-    ) -> Result<(u16, HeaderMap, Vec<u8>), reqwest::Error> {
+    ) -> Result<(u16, HeaderMap, Vec<u8>), String> {
         let inner = &*self.inner;
         let request = RpcRequest {
             method: "POST",
@@ -590,11 +604,16 @@ impl DmsClient {
         for (name, value) in &signed.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let response = builder.send().await?;
+        let response = builder
+            .send()
+            .await
+            .map_err(crate::net::transport_error_text)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await?;
-        Ok((status, headers, body.to_vec()))
+        let body = crate::net::read_bounded(response, API_BODY_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((status, headers, body))
     }
 }
 

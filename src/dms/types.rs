@@ -43,6 +43,19 @@ impl DownloadStatus {
         }
     }
 
+    /// The label of `dmstrack_polls_total`: the API's spelling, or `other` for a value this
+    /// version does not know (a metric label never takes an unbounded value from the server).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Init => "INIT",
+            Self::Listing => "LISTING",
+            Self::Downloading => "DOWNLOADING",
+            Self::Success => "DOWNLOAD_SUCCESS",
+            Self::Fail => "DOWNLOAD_FAIL",
+            Self::Other(_) => "other",
+        }
+    }
+
     /// The API's spelling.
     pub fn as_str(&self) -> &str {
         match self {

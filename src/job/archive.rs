@@ -132,6 +132,11 @@ impl ArchiveLayout {
         Ok(())
     }
 
+    /// The file a daemon locks to own this archive folder.
+    pub fn lock_path(&self) -> PathBuf {
+        self.work_dir().join("lock")
+    }
+
     /// The partial download of a ticket.
     pub fn part_path(&self, ticket_id: &str) -> PathBuf {
         self.downloads_dir().join(format!("{ticket_id}.zip.part"))
@@ -192,9 +197,28 @@ impl ArchiveLayout {
     }
 }
 
+/// What [`publish`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The staging folder is now the archive.
+    New,
+    /// A complete archive (with its manifest) was already there: it is kept, the staging
+    /// folder is deleted. An archive is never published twice.
+    Existing,
+}
+
 /// Writes `manifest.json` into `staging` (fsynced), then renames `staging` to `final_dir` in
 /// one step and fsyncs the parent. `final_dir`'s parent (`<order_id>/`) is created if needed.
-pub fn publish(staging: &Path, final_dir: &Path, manifest: &Manifest) -> Result<(), PublishError> {
+pub fn publish(
+    staging: &Path,
+    final_dir: &Path,
+    manifest: &Manifest,
+) -> Result<Published, PublishError> {
+    let parent = final_dir.parent().expect("final dir has a parent");
+    if final_dir.join(MANIFEST).is_file() {
+        let _ = std::fs::remove_dir_all(staging);
+        return Ok(Published::Existing);
+    }
     let manifest_path = staging.join(MANIFEST);
     let json = serde_json::to_vec_pretty(manifest).expect("manifests serialize");
     let mut file =
@@ -206,7 +230,6 @@ pub fn publish(staging: &Path, final_dir: &Path, manifest: &Manifest) -> Result<
     file.sync_all().map_err(io_err("fsync", &manifest_path))?;
     sync_dir(staging).map_err(io_err("fsync", staging))?;
 
-    let parent = final_dir.parent().expect("final dir has a parent");
     if !parent.exists() {
         std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
         if let Some(root) = parent.parent() {
@@ -220,7 +243,7 @@ pub fn publish(staging: &Path, final_dir: &Path, manifest: &Manifest) -> Result<
     }
     std::fs::rename(staging, final_dir).map_err(io_err("rename staging folder to", final_dir))?;
     sync_dir(parent).map_err(io_err("fsync", parent))?;
-    Ok(())
+    Ok(Published::New)
 }
 
 /// A file-name-safe form of a key: ASCII letters, digits, `-`, `_` and `.` stay, anything
@@ -341,7 +364,10 @@ mod tests {
         std::fs::write(staging.join(FILES_DIR).join("a.sql"), b"select 1;").unwrap();
         let dest = layout.final_dir(1, "k");
         assert!(!layout.is_archived(1, "k"));
-        publish(&staging, &dest, &manifest()).unwrap();
+        assert_eq!(
+            publish(&staging, &dest, &manifest()).unwrap(),
+            Published::New
+        );
         assert!(layout.is_archived(1, "k"));
         assert!(!staging.exists());
         assert_eq!(
@@ -352,13 +378,25 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dest.join(MANIFEST)).unwrap()).unwrap();
         assert_eq!(written, manifest());
 
+        // A complete archive already there is success, never a reason to retry (review
+        // finding 1: this answered Occupied and the ticket re-extracted every poll).
         let again = layout.new_staging("1-k").unwrap();
+        assert_eq!(
+            publish(&again, &dest, &manifest()).unwrap(),
+            Published::Existing
+        );
+        assert!(!again.exists(), "the duplicate staging folder is removed");
+
+        // A folder without a manifest is someone else's: refused, staging left for cleanup.
+        let occupied = layout.final_dir(2, "k");
+        std::fs::create_dir_all(&occupied).unwrap();
+        let third = layout.new_staging("2-k").unwrap();
         assert!(matches!(
-            publish(&again, &dest, &manifest()),
+            publish(&third, &occupied, &manifest()),
             Err(PublishError::Occupied { .. })
         ));
         assert!(
-            again.exists(),
+            third.exists(),
             "a refused publish leaves the staging folder for cleanup"
         );
     }

@@ -134,10 +134,16 @@ fn write_meta(part: &Path, meta: &PartMeta) -> std::io::Result<()> {
     )
 }
 
-/// Deletes a part file and its meta (missing files are fine).
+/// Deletes a part file and its meta (missing files are fine). Blocking.
 pub fn remove_part(part: &Path) {
     let _ = std::fs::remove_file(part);
     let _ = std::fs::remove_file(meta_path(part));
+}
+
+/// [`remove_part`] on a blocking thread.
+pub async fn remove_part_off_loop(part: &Path) {
+    let part = part.to_owned();
+    let _ = tokio::task::spawn_blocking(move || remove_part(&part)).await;
 }
 
 /// How often a long download logs its progress.
@@ -188,8 +194,11 @@ impl Downloader {
         tag: TicketTag<'_>,
     ) -> Result<Fetched, FetchError> {
         let shown = url.to_string();
-        let on_disk = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
-        let meta = read_meta(part);
+        let (on_disk, meta) = blocking(part, |part| {
+            let on_disk = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+            Ok((on_disk, read_meta(part)))
+        })
+        .await?;
         // Resume from the bytes on disk; when the file looks complete, re-fetch its last byte
         // anyway, to learn the current ETag and CRC from the response headers.
         let resume_from = match &meta {
@@ -198,6 +207,31 @@ impl Downloader {
                 total,
             }) if on_disk > 0 && *total > 0 => on_disk.min(total - 1),
             _ => 0,
+        };
+        // CRC-64 and SHA-256 cover the whole file, so the kept prefix is hashed again: on a
+        // blocking thread, before the request goes out (a multi-GB prefix takes seconds; the
+        // async workers, `/healthz` and the watchdog must not wait for it, and neither should
+        // a server holding an open response).
+        let mut resumed_writer = None;
+        if resume_from > 0 {
+            let stop = cancel.clone();
+            match blocking(part, move |part| {
+                Ok(PartWriter::open(part, resume_from, &stop))
+            })
+            .await?
+            {
+                Ok(writer) => resumed_writer = Some(writer),
+                Err(FetchError::Cancelled) => return Err(FetchError::Cancelled),
+                Err(err) => {
+                    // An unreadable part is not worth failing over: start from scratch.
+                    debug!(error = %err, "cannot re-read the partial download; starting over");
+                }
+            }
+        }
+        let resume_from = if resumed_writer.is_some() {
+            resume_from
+        } else {
+            0
         };
 
         let mut request = self.http.get(url.expose());
@@ -231,7 +265,9 @@ impl Downloader {
             status,
             StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND
         ) {
-            let body = response.bytes().await.unwrap_or_default();
+            let body = crate::net::read_bounded(response, crate::net::ERROR_BODY_LIMIT)
+                .await
+                .unwrap_or_default();
             let (code, message) = oss_error(&body);
             return Err(FetchError::UrlRefused {
                 url: shown,
@@ -240,8 +276,17 @@ impl Downloader {
                 message,
             });
         }
+        if status.is_redirection() {
+            return Err(FetchError::Transient {
+                url: shown,
+                reason: crate::net::redirect_refusal(status.as_u16(), &headers),
+                progressed: false,
+            });
+        }
         if !(status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT) {
-            let body = response.bytes().await.unwrap_or_default();
+            let body = crate::net::read_bounded(response, crate::net::ERROR_BODY_LIMIT)
+                .await
+                .unwrap_or_default();
             let (code, message) = oss_error(&body);
             return Err(FetchError::Transient {
                 url: shown,
@@ -251,6 +296,16 @@ impl Downloader {
                 progressed: false,
             });
         }
+        // OSS always sends the length of a GetObject answer. Without it nothing would bound
+        // the bytes written, so such an answer is refused rather than streamed.
+        let Some(length) = length else {
+            return Err(FetchError::Transient {
+                url: shown,
+                reason: "the answer carries no Content-Length; refusing a body of unknown size"
+                    .into(),
+                progressed: false,
+            });
+        };
 
         // Decide where this body starts. OSS answers an unusable Range with 200 and the whole
         // object; a 206 counts only if it continues the same object exactly where we stopped.
@@ -262,10 +317,20 @@ impl Downloader {
             let same_object =
                 meta.as_ref().and_then(|m| m.etag.as_deref()) == etag.as_deref() && etag.is_some();
             match range {
-                Some((first, _, total)) if first == resume_from && same_object => (first, total),
+                Some((first, last, total))
+                    if first == resume_from
+                        && same_object
+                        && last.checked_sub(first).map(|span| span + 1) == Some(length) =>
+                {
+                    (first, total)
+                }
                 _ => {
                     debug!(url = %shown, "the object changed or the range is off; starting over");
-                    remove_part(part);
+                    blocking(part, |part| {
+                        remove_part(part);
+                        Ok(())
+                    })
+                    .await?;
                     return Err(FetchError::Transient {
                         url: shown,
                         reason: "the object changed since the partial download; starting over"
@@ -275,37 +340,34 @@ impl Downloader {
                 }
             }
         } else {
-            (0, length.unwrap_or(0))
+            (0, length)
         };
-        if start == 0 {
-            let io = |source| FetchError::Io {
-                op: "write",
-                path: part.to_owned(),
-                source,
+        let writer = if start == 0 {
+            let meta = PartMeta {
+                etag: etag.clone(),
+                total,
             };
-            std::fs::File::create(part).map_err(io)?;
-            write_meta(
-                part,
-                &PartMeta {
-                    etag: etag.clone(),
-                    total,
-                },
-            )
-            .map_err(io)?;
+            let stop = cancel.clone();
+            blocking(part, move |part| {
+                std::fs::File::create(part)?;
+                write_meta(part, &meta)?;
+                Ok(PartWriter::open(part, 0, &stop))
+            })
+            .await??
         } else {
             info!(order_id = tag.order_id, download_key_id = tag.download_key_id, label = tag.label,
                   url = %shown, offset = start, total, "resuming download with Range");
-        }
+            resumed_writer.expect("a 206 continues a prepared writer")
+        };
         progress.total.store(total, Ordering::Relaxed);
         progress.bytes.store(start, Ordering::Relaxed);
 
-        let writer = PartWriter::open(part, start)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<QueuedChunk>(WRITER_QUEUE_CHUNKS);
         let queue_budget = Arc::new(tokio::sync::Semaphore::new(WRITER_QUEUE_BYTES));
         let written = Arc::new(AtomicU64::new(start));
         let writer_task = {
             let written = Arc::clone(&written);
-            tokio::task::spawn_blocking(move || writer.run(rx, &written))
+            tokio::task::spawn_blocking(move || writer.run(rx, &written, total))
         };
 
         let mut response = response;
@@ -370,7 +432,11 @@ impl Downloader {
             && self.verify_crc64
             && expected != digests.crc64
         {
-            remove_part(part);
+            blocking(part, |part| {
+                remove_part(part);
+                Ok(())
+            })
+            .await?;
             return Err(FetchError::Corrupt {
                 url: shown,
                 reason: format!(
@@ -387,6 +453,26 @@ impl Downloader {
             resumed: start > 0,
         })
     }
+}
+
+/// Runs blocking file work on `part` off the async workers; an I/O error names the part.
+async fn blocking<T: Send + 'static>(
+    part: &Path,
+    work: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, FetchError> {
+    let path = part.to_owned();
+    tokio::task::spawn_blocking(move || work(&path).map_err(|source| (path, source)))
+        .await
+        .map_err(|e| FetchError::Io {
+            op: "use",
+            path: part.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(|(path, source)| FetchError::Io {
+            op: "write",
+            path,
+            source,
+        })
 }
 
 /// `bytes first-last/total` → (first, last, total).
@@ -429,7 +515,9 @@ struct PartWriter {
 }
 
 impl PartWriter {
-    fn open(path: &Path, keep: u64) -> Result<Self, FetchError> {
+    /// Opens `path`, keeps its first `keep` bytes and hashes them. Blocking; stops early (with
+    /// [`FetchError::Cancelled`]) when `stop` is cancelled.
+    fn open(path: &Path, keep: u64, stop: &CancellationToken) -> Result<Self, FetchError> {
         let io = |op, source| FetchError::Io {
             op,
             path: path.to_owned(),
@@ -454,6 +542,9 @@ impl PartWriter {
         let mut buf = vec![0u8; 1 << 20];
         let mut remaining = keep;
         while remaining > 0 {
+            if stop.is_cancelled() {
+                return Err(FetchError::Cancelled);
+            }
             let want = remaining.min(buf.len() as u64) as usize;
             let n = file.read(&mut buf[..want]).map_err(|e| io("read", e))?;
             if n == 0 {
@@ -474,10 +565,12 @@ impl PartWriter {
         Ok(writer)
     }
 
+    /// Appends and hashes queued chunks until the queue closes; never writes past `total`.
     fn run(
         mut self,
         mut rx: tokio::sync::mpsc::Receiver<QueuedChunk>,
         written: &AtomicU64,
+        total: u64,
     ) -> Result<Digests, FetchError> {
         let io = |op, path: &Path, source| FetchError::Io {
             op,
@@ -487,6 +580,16 @@ impl PartWriter {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &self.file);
         // The permit is released once the chunk is written and hashed.
         while let Some((chunk, _permit)) = rx.blocking_recv() {
+            if self.bytes + chunk.len() as u64 > total {
+                return Err(io(
+                    "write",
+                    &self.path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("the server sent more than the {total} bytes it announced"),
+                    ),
+                ));
+            }
             out.write_all(&chunk)
                 .map_err(|e| io("write", &self.path, e))?;
             self.crc.write(&chunk);

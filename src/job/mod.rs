@@ -6,4 +6,5 @@
 pub mod archive;
 pub mod download;
 pub mod hooks;
+pub mod limit;
 pub mod pipeline;

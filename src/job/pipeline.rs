@@ -10,18 +10,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{ArchiveSettings, DownloadSettings};
 use crate::dms::{DmsClient, DownloadStatus};
 use crate::extract::{ExtractOptions, extract_zip};
-use crate::job::archive::{self, ArchiveLayout, FILES_DIR, Manifest, ManifestFile, ManifestSource};
-use crate::job::download::{Downloader, FetchError, Progress, TicketTag, remove_part};
+use crate::job::archive::{
+    self, ArchiveLayout, FILES_DIR, Manifest, ManifestFile, ManifestSource, Published,
+};
+use crate::job::download::{
+    Downloader, FetchError, Progress, TicketTag, remove_part, remove_part_off_loop,
+};
+use crate::job::limit::ConcurrencyLimit;
 use crate::net::retry::Backoff;
 use crate::net::signed_url::SignedUrl;
-use crate::watch::state::TicketState;
 
 /// Between download attempts: 1 s, 2 s, 4 s … capped at 30 s, ±20 %.
 const DOWNLOAD_BACKOFF: Backoff = Backoff {
@@ -46,15 +49,26 @@ pub struct PipelineContext {
     pub archive: ArchiveSettings,
     /// `[download]`.
     pub download: DownloadSettings,
-    /// `download.concurrency` permits, shared by all jobs.
-    pub permits: Arc<Semaphore>,
+    /// `download.concurrency`: one limit for the life of the process (resized on reload).
+    pub permits: ConcurrencyLimit,
+}
+
+/// Which run of which ticket a job belongs to. A ticket removed and added again by two
+/// reloads gets a new generation, so a late answer of the old job is never taken for the new
+/// ticket's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobTag {
+    /// The ticket's state id.
+    pub ticket_id: String,
+    /// The ticket's generation in the watch loop.
+    pub generation: u64,
 }
 
 /// One ticket to fetch and archive.
 #[derive(Debug)]
 pub struct Job {
-    /// The ticket's state id.
-    pub ticket_id: String,
+    /// Whose job it is.
+    pub tag: JobTag,
     /// The data-tracking ticket.
     pub order_id: i64,
     /// The export's key.
@@ -85,7 +99,7 @@ impl Job {
 /// How a job ended.
 #[derive(Debug)]
 pub enum JobOutcome {
-    /// Published at this folder.
+    /// Published at this folder (or found there already, complete with its manifest).
     Archived {
         /// The archive folder.
         dir: PathBuf,
@@ -93,6 +107,9 @@ pub enum JobOutcome {
         files: usize,
         /// Zip size.
         bytes: u64,
+        /// The archive was already there (an earlier run, another ticket with the same key):
+        /// adopted, nothing downloaded.
+        adopted: bool,
     },
     /// Not this time; the ticket goes back to its poll schedule with this error.
     RetryLater(String),
@@ -104,13 +121,22 @@ pub enum JobOutcome {
     Cancelled,
 }
 
+/// The phase a job has entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobPhase {
+    /// It holds a download permit and fetches the zip.
+    Downloading,
+    /// The zip is complete; it is being verified, extracted and published.
+    Extracting,
+}
+
 /// Progress a job reports while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobEvent {
-    /// The ticket's state id.
-    pub ticket_id: String,
-    /// The state entered.
-    pub state: TicketState,
+    /// Whose job.
+    pub tag: JobTag,
+    /// The phase entered.
+    pub phase: JobPhase,
 }
 
 /// Runs a job to its end.
@@ -120,15 +146,19 @@ pub async fn run_job(
     events: tokio::sync::mpsc::UnboundedSender<JobEvent>,
     cancel: CancellationToken,
 ) -> JobOutcome {
+    // An archive already there is the ticket's archive: never download it again.
+    if let Some(outcome) = adopt_existing(&ctx.layout, &job).await {
+        return outcome;
+    }
     let _permit = tokio::select! {
         _ = cancel.cancelled() => return JobOutcome::Cancelled,
-        permit = Arc::clone(&ctx.permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+        permit = ctx.permits.acquire() => permit,
     };
     let _ = events.send(JobEvent {
-        ticket_id: job.ticket_id.clone(),
-        state: TicketState::Downloading,
+        tag: job.tag.clone(),
+        phase: JobPhase::Downloading,
     });
-    let part = ctx.layout.part_path(&job.ticket_id);
+    let part = ctx.layout.part_path(&job.tag.ticket_id);
     let mut rng = fastrand::Rng::new();
     // Attempts that moved the download forward do not count against max_attempts: a link
     // that keeps breaking but keeps making progress is worth following to the end.
@@ -153,7 +183,11 @@ pub async fn run_job(
                 url_refreshes += 1;
                 info!(order_id = job.order_id, download_key_id = %job.download_key_id, label = job.label.as_deref().unwrap_or(""), status, code = %code,
                       "the signed URL was refused (expired?); asking DMS for a fresh one");
-                match fresh_url(&ctx.dms, &job).await {
+                let fresh = tokio::select! {
+                    _ = cancel.cancelled() => return JobOutcome::Cancelled,
+                    fresh = fresh_url(&ctx.dms, &job) => fresh,
+                };
+                match fresh {
                     Ok(url) => {
                         job.url = url;
                         continue;
@@ -167,7 +201,7 @@ pub async fn run_job(
             Err(err @ FetchError::Io { .. }) => {
                 // Disk full or permissions: free what we hold and let the poll schedule retry,
                 // rather than latching the error.
-                remove_part(&part);
+                remove_part_off_loop(&part).await;
                 return JobOutcome::RetryLater(err.to_string());
             }
             Err(err) => {
@@ -199,13 +233,13 @@ pub async fn run_job(
         };
 
         let _ = events.send(JobEvent {
-            ticket_id: job.ticket_id.clone(),
-            state: TicketState::Extracting,
+            tag: job.tag.clone(),
+            phase: JobPhase::Extracting,
         });
-        match extract_and_publish(&ctx, &job, &part, &fetched).await {
+        match extract_and_publish(&ctx, &job, &part, &fetched, &cancel).await {
             Ok(outcome) => return outcome,
             Err(ExtractFailure::Corrupt(reason)) => {
-                remove_part(&part);
+                remove_part_off_loop(&part).await;
                 if corrupt_zip_crc == Some(fetched.crc64) {
                     return JobOutcome::Failed(format!(
                         "the export zip is corrupt (downloaded twice, same bytes): {reason}"
@@ -218,10 +252,11 @@ pub async fn run_job(
                 failures_without_progress += 1;
             }
             Err(ExtractFailure::Unsafe(reason)) => {
-                remove_part(&part);
+                remove_part_off_loop(&part).await;
                 return JobOutcome::Failed(reason);
             }
             Err(ExtractFailure::Local(reason)) => return JobOutcome::RetryLater(reason),
+            Err(ExtractFailure::Cancelled) => return JobOutcome::Cancelled,
         }
     }
     JobOutcome::RetryLater(format!(
@@ -259,6 +294,8 @@ enum ExtractFailure {
     Unsafe(String),
     /// A local problem (disk).
     Local(String),
+    /// The job was cancelled before it published; nothing was published.
+    Cancelled,
 }
 
 async fn extract_and_publish(
@@ -266,10 +303,13 @@ async fn extract_and_publish(
     job: &Job,
     part: &std::path::Path,
     fetched: &crate::job::download::Fetched,
+    cancel: &CancellationToken,
 ) -> Result<JobOutcome, ExtractFailure> {
-    let staging = ctx
-        .layout
-        .new_staging(&job.ticket_id)
+    let layout = ctx.layout.clone();
+    let ticket_id = job.tag.ticket_id.clone();
+    let staging = tokio::task::spawn_blocking(move || layout.new_staging(&ticket_id))
+        .await
+        .map_err(|e| ExtractFailure::Local(format!("staging task failed: {e}")))?
         .map_err(|e| ExtractFailure::Local(e.to_string()))?;
     let final_dir = ctx.layout.final_dir(job.order_id, &job.download_key_id);
     let options = ExtractOptions {
@@ -296,10 +336,11 @@ async fn extract_and_publish(
     };
     let keep_zip = ctx.archive.keep_zip.then(|| zip_file_name(&job.url));
     let part = part.to_owned();
+    let cancel = cancel.clone();
     // Extraction and publishing are blocking file work; in `spawn_blocking` they also run to
     // completion if the awaiting task is dropped, so a publish is never half-done.
     let result =
-        tokio::task::spawn_blocking(move || -> Result<(PathBuf, usize), ExtractFailure> {
+        tokio::task::spawn_blocking(move || -> Result<(PathBuf, usize, bool), ExtractFailure> {
             let cleanup = |reason: ExtractFailure| {
                 let _ = std::fs::remove_dir_all(&staging);
                 reason
@@ -325,23 +366,50 @@ async fn extract_and_publish(
                 .collect();
             manifest.archived_at = archive::format_archived_at(jiff::Timestamp::now());
             if let Some(name) = keep_zip {
-                std::fs::rename(&part, staging.join(name))
+                // A second name for the part, not a move: until the publish succeeded the part
+                // is the only copy, and a failed publish or a crash here must not lose it.
+                let kept = staging.join(name);
+                std::fs::hard_link(&part, &kept)
+                    .or_else(|_| std::fs::copy(&part, &kept).map(drop))
                     .map_err(|e| cleanup(ExtractFailure::Local(format!("keep zip: {e}"))))?;
             }
+            if cancel.is_cancelled() {
+                return Err(cleanup(ExtractFailure::Cancelled));
+            }
             let files = manifest.files.len();
-            archive::publish(&staging, &final_dir, &manifest)
+            let published = archive::publish(&staging, &final_dir, &manifest)
                 .map_err(|e| cleanup(ExtractFailure::Local(e.to_string())))?;
             remove_part(&part);
-            Ok((final_dir, files))
+            Ok((final_dir, files, published == Published::Existing))
         })
         .await
         .map_err(|e| ExtractFailure::Local(format!("extraction task failed: {e}")))?;
-    let (dir, files) = result?;
+    let (dir, files, adopted) = result?;
     Ok(JobOutcome::Archived {
         dir,
         files,
         bytes: fetched.bytes,
+        adopted,
     })
+}
+
+/// The ticket's archive, when one with a manifest is already there.
+async fn adopt_existing(layout: &ArchiveLayout, job: &Job) -> Option<JobOutcome> {
+    let layout = layout.clone();
+    let (order_id, key) = (job.order_id, job.download_key_id.clone());
+    tokio::task::spawn_blocking(move || {
+        layout
+            .is_archived(order_id, &key)
+            .then(|| JobOutcome::Archived {
+                dir: layout.final_dir(order_id, &key),
+                files: 0,
+                bytes: 0,
+                adopted: true,
+            })
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// The kept zip's name: the object's file name when it is a plain name, `export.zip` else.

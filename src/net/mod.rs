@@ -43,6 +43,73 @@ pub fn transport_error_text(err: reqwest::Error) -> String {
     text
 }
 
+/// Most bytes read of an error answer: enough for any XML or JSON error the services send,
+/// and a misbehaving peer cannot make dmstrack buffer more.
+pub const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads a response body up to `limit` bytes; `Err(true)` when it is longer (the rest is not
+/// read), `Err(false)` when the body broke off. Bodies of API answers and errors are small;
+/// nothing a server sends is buffered without a bound.
+pub async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(err) => return Err(BodyError::Transport(transport_error_text(err))),
+        }
+    }
+}
+
+/// The message for a 3xx answer that was not followed: it names the target host (never the
+/// target's query, and never ours), so an operator sees where the request was being sent.
+pub fn redirect_refusal(status: u16, headers: &reqwest::header::HeaderMap) -> String {
+    let target = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|location| match reqwest::Url::parse(location) {
+            Ok(url) => match (url.host_str(), url.port()) {
+                (Some(host), Some(port)) => format!("{host}:{port}"),
+                (Some(host), None) => host.to_owned(),
+                (None, _) => "an unnamed host".to_owned(),
+            },
+            Err(_) => "the same host".to_owned(),
+        })
+        .unwrap_or_else(|| "nowhere (no Location)".to_owned());
+    format!(
+        "HTTP {status}: redirected to {target}; redirects are not followed (the signed request \
+         and its credentials would go to another host)"
+    )
+}
+
+/// Why [`read_bounded`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The body is longer than the limit.
+    #[error("the answer is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body broke off.
+    #[error("{0}")]
+    Transport(String),
+}
+
 /// The text of the first `<name>…</name>` element of a small XML error body (OSS and the
 /// gateway's XML form), trimmed; empty when absent. Error bodies are flat, so a full XML
 /// parser would add nothing.

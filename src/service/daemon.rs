@@ -5,25 +5,29 @@
 //! `cli/run.rs` turns signals into the shutdown token and the reload channel; tests call
 //! [`Daemon::start`] and [`Daemon::run`] directly with their own.
 
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ConfigEnv};
 use crate::credentials::{CredentialEnv, CredentialProvider};
 use crate::dms::DmsClient;
 use crate::job::archive::ArchiveLayout;
 use crate::job::download::Downloader;
+use crate::job::limit::ConcurrencyLimit;
 use crate::job::pipeline::PipelineContext;
 use crate::net::ratelimit::RateLimiter;
 use crate::service::http::HttpState;
 use crate::service::notify::Notifier;
+use crate::telemetry::Summary;
 use crate::telemetry::metrics::Telemetry;
-use crate::watch::state::{StateLock, StateStore};
-use crate::watch::{Control, DEFAULT_HEARTBEAT, RunOutcome, Scheduler, Services, Summary};
+use crate::watch::state::{DirLock, StateStore, StateWriter, writer::DEFAULT_FLUSH_INTERVAL};
+use crate::watch::{Control, DEFAULT_HEARTBEAT, RunOutcome, Scheduler, Services, load_tickets};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +73,7 @@ pub fn build_services(
     credentials: CredentialProvider,
     limiter: Arc<RateLimiter>,
     telemetry: Telemetry,
+    downloads: ConcurrencyLimit,
 ) -> Result<Services, StartError> {
     let http_error = |e| {
         StartError::Http(format!(
@@ -86,7 +91,7 @@ pub fn build_services(
         layout: ArchiveLayout::new(&config.archive.dir),
         archive: config.archive.clone(),
         download: config.download,
-        permits: Arc::new(tokio::sync::Semaphore::new(config.download.concurrency)),
+        permits: downloads,
     };
     Ok(Services {
         dms,
@@ -94,6 +99,39 @@ pub fn build_services(
         poll: config.poll,
         telemetry,
         hooks: config.hooks.clone(),
+    })
+}
+
+/// The state store and the locks on the state and archive folders.
+struct Storage {
+    store: StateStore,
+    locks: [DirLock; 2],
+    layout: ArchiveLayout,
+}
+
+/// Blocking: locks the state and archive folders (in that order), opens the state database
+/// (importing an earlier version's files), prepares the archive's work folders.
+fn open_storage(state_dir: &Path, archive_dir: &Path) -> Result<Storage, StartError> {
+    std::fs::create_dir_all(state_dir).map_err(|e| {
+        StartError::Storage(format!("state directory {}: {e}", state_dir.display()))
+    })?;
+    let state_lock = DirLock::acquire(state_dir, "state").map_err(StartError::Locked)?;
+    let layout = ArchiveLayout::new(archive_dir);
+    layout
+        .ensure()
+        .map_err(|e| StartError::Storage(format!("archive directory: {e}")))?;
+    // Two daemons with different state folders but one archive would delete each other's
+    // staging folders and partial downloads.
+    let archive_lock = DirLock::acquire_file(&layout.lock_path(), archive_dir, "archive")
+        .map_err(StartError::Locked)?;
+    check_writable(state_dir)?;
+    check_writable(archive_dir)?;
+    let store = StateStore::open(state_dir)
+        .map_err(|e| StartError::Storage(format!("state directory: {e}")))?;
+    Ok(Storage {
+        store,
+        locks: [state_lock, archive_lock],
+        layout,
     })
 }
 
@@ -118,7 +156,10 @@ pub struct Daemon {
     control: mpsc::Sender<Control>,
     control_rx: mpsc::Receiver<Control>,
     http_stop: CancellationToken,
-    _state_lock: StateLock,
+    /// `download.concurrency`, one limit across reloads.
+    downloads: ConcurrencyLimit,
+    /// The state and archive folders are this process's while it runs.
+    _locks: [DirLock; 2],
     /// Where the listener is bound, when `[http]` is set.
     pub http_addr: Option<std::net::SocketAddr>,
 }
@@ -134,21 +175,52 @@ impl Daemon {
         notifier: Notifier,
     ) -> Result<Self, StartError> {
         let credentials = CredentialProvider::new(&config.credentials, credential_env.clone())?;
-        let store = StateStore::open(&config.state.dir)
-            .map_err(|e| StartError::Storage(format!("state directory: {e}")))?;
-        let state_lock = StateLock::acquire(&config.state.dir).map_err(StartError::Locked)?;
-        ArchiveLayout::new(&config.archive.dir)
-            .ensure()
-            .map_err(|e| StartError::Storage(format!("archive directory: {e}")))?;
-        check_writable(&config.state.dir)?;
-        check_writable(&config.archive.dir)?;
         let telemetry = Telemetry::default();
+        let storage = {
+            let (state_dir, archive_dir) = (config.state.dir.clone(), config.archive.dir.clone());
+            tokio::task::spawn_blocking(move || open_storage(&state_dir, &archive_dir))
+                .await
+                .map_err(|e| StartError::Storage(format!("opening the state failed: {e}")))??
+        };
+        let Storage {
+            store,
+            locks,
+            layout,
+        } = storage;
+        let writer = StateWriter::start(
+            store,
+            DEFAULT_FLUSH_INTERVAL,
+            Arc::clone(&telemetry.metrics),
+        );
+        let loaded = load_tickets(&writer, &layout, config.tickets.clone())
+            .await
+            .map_err(StartError::Storage)?;
+        // Partial downloads of tickets still in progress are kept for Range; the rest of the
+        // work folders (interrupted extractions, parts of finished tickets) go.
+        let in_progress: HashSet<String> = loaded
+            .iter()
+            .filter(|t| {
+                !t.archived_on_disk && t.record.as_ref().is_none_or(|r| !r.state.is_terminal())
+            })
+            .map(|t| crate::watch::state::ticket_id(&t.spec))
+            .collect();
+        {
+            let layout = layout.clone();
+            let removed = tokio::task::spawn_blocking(move || layout.clean_stale(&in_progress))
+                .await
+                .unwrap_or_default();
+            for path in removed {
+                debug!(path = %path.display(), "removed a stale staging folder or partial download");
+            }
+        }
         let limiter = Arc::new(RateLimiter::new(config.dms.max_requests_per_second));
+        let downloads = ConcurrencyLimit::new(config.download.concurrency);
         let services = build_services(
             &config,
             credentials,
             Arc::clone(&limiter),
             telemetry.clone(),
+            downloads.clone(),
         )?;
         let (summary_tx, summary) = watch::channel(Summary::default());
         let notifier = Arc::new(notifier);
@@ -157,14 +229,8 @@ impl Daemon {
             .watchdog_interval()
             .map_or(DEFAULT_HEARTBEAT, |w| w.min(DEFAULT_HEARTBEAT));
         let ping = Arc::clone(&notifier);
-        let scheduler = Scheduler::new(
-            config.tickets.clone(),
-            services,
-            store,
-            options.once,
-            summary_tx,
-        )
-        .with_heartbeat(every, Box::new(move || ping.watchdog()));
+        let scheduler = Scheduler::new(loaded, services, writer, options.once, summary_tx)
+            .with_heartbeat(every, Box::new(move || ping.watchdog()));
         let http_stop = CancellationToken::new();
         let http_addr = match config.http {
             Some(http) => {
@@ -197,7 +263,8 @@ impl Daemon {
             control,
             control_rx,
             http_stop,
-            _state_lock: state_lock,
+            downloads,
+            _locks: locks,
             http_addr,
         })
     }
@@ -227,7 +294,8 @@ impl Daemon {
             control,
             control_rx,
             http_stop,
-            _state_lock,
+            downloads,
+            _locks,
             ..
         } = self;
         notifier.ready();
@@ -244,10 +312,22 @@ impl Daemon {
                 }
                 Some(()) = reloads.recv() => {
                     notifier.reloading();
-                    match reload(&config, &env, &credential_env, &telemetry, &limiter) {
+                    let prepared = {
+                        let (config, env, credential_env) = (config.clone(), env.clone(), credential_env.clone());
+                        let (telemetry, limiter, downloads) = (telemetry.clone(), Arc::clone(&limiter), downloads.clone());
+                        // Reading the file and the credential files is blocking work.
+                        tokio::task::spawn_blocking(move || {
+                            reload(&config, &env, &credential_env, &telemetry, &limiter, downloads)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")))
+                    };
+                    match prepared {
                         Ok((new_config, new_limiter, services)) => {
                             let tickets = new_config.tickets.clone();
+                            let concurrency = new_config.download.concurrency;
                             if control.send(Control::Reload { tickets, services: Box::new(services) }).await.is_ok() {
+                                downloads.resize(concurrency);
                                 config = new_config;
                                 limiter = new_limiter;
                                 reload_error = None;
@@ -301,6 +381,7 @@ fn reload(
     credential_env: &CredentialEnv,
     telemetry: &Telemetry,
     limiter: &Arc<RateLimiter>,
+    downloads: ConcurrencyLimit,
 ) -> Result<(Config, Arc<RateLimiter>, Services), String> {
     let mut new = Config::load(&current.source, env).map_err(|e| e.to_string())?;
     for (name, changed) in [
@@ -326,7 +407,13 @@ fn reload(
     } else {
         Arc::new(RateLimiter::new(new.dms.max_requests_per_second))
     };
-    let services = build_services(&new, credentials, Arc::clone(&limiter), telemetry.clone())
-        .map_err(|e| e.to_string())?;
+    let services = build_services(
+        &new,
+        credentials,
+        Arc::clone(&limiter),
+        telemetry.clone(),
+        downloads,
+    )
+    .map_err(|e| e.to_string())?;
     Ok((new, limiter, services))
 }

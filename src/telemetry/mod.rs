@@ -3,3 +3,7 @@
 
 pub mod health;
 pub mod metrics;
+pub mod summary;
+
+pub use metrics::{Metrics, Telemetry};
+pub use summary::Summary;

@@ -351,17 +351,35 @@ pub(crate) fn crc64ecma(data: &[u8]) -> u64 {
     crc::Crc::<u64>::new(&crc::CRC_64_XZ).checksum(data)
 }
 
-/// The state file of an existing-export ticket, parsed (`None` while there is none).
+/// The committed state record of an existing-export ticket, as JSON (`None` while there is
+/// none), read the way `dmstrack status` reads it.
 pub(crate) fn state_record(
     state_dir: &Path,
     order_id: i64,
     key: &str,
 ) -> Option<serde_json::Value> {
-    let path = state_dir
-        .join("tickets")
-        .join(format!("{order_id}-{key}.json"));
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let id = format!("{order_id}-{key}");
+    state_records(state_dir)
+        .into_iter()
+        .find(|r| r["id"] == id.as_str())
+}
+
+/// Every committed state record, as JSON.
+pub(crate) fn state_records(state_dir: &Path) -> Vec<serde_json::Value> {
+    let (records, errors) = dmstrack::watch::state::read_all(state_dir);
+    assert!(errors.is_empty(), "{errors:?}");
+    records
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect()
+}
+
+/// Replaces a committed state record (the daemon must not be running).
+pub(crate) fn write_state_record(state_dir: &Path, record: &serde_json::Value) {
+    let record: dmstrack::watch::state::TicketRecord =
+        serde_json::from_value(record.clone()).unwrap();
+    let mut store = dmstrack::watch::state::StateStore::open(state_dir).unwrap();
+    store.commit([&record], []).unwrap();
 }
 
 /// Stands in for systemd's notification socket: a unix datagram socket in a temporary folder

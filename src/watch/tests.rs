@@ -1,0 +1,1 @@
+//! Tests of the watch loop's own rules, on paused time with the simulators.
