@@ -2,6 +2,8 @@
 //! retrying client ([`client`]).
 
 pub mod client;
+#[cfg(test)]
+pub(crate) mod golden_tests;
 pub mod signer;
 pub mod types;
 
