@@ -12,7 +12,7 @@ vendored in aliyunsdkcore), whose `send` is replaced by a recorder that answers 
 success; sockets are disabled outright. Time, nonces and the user-agent's platform parts are
 frozen by monkeypatching the SDKs' own clock / nonce helpers, so the output is byte-stable.
 
-Pinned SDKs (Python 3.11 was used; other 3.x give the same bytes):
+Pinned SDKs (generated with Python 3.11.7; another Python may change the old SDK's bytes):
     alibabacloud-dms-enterprise20181101==3.0.0  V3 ACS3-HMAC-SHA256 (default) and, with
         Config(signature_algorithm='v2'), V1 HMAC-SHA1; via alibabacloud-tea-openapi==0.4.6,
         darabonba-core==1.0.9
