@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Credentials;
 use super::cache::Refresher;
 use super::error::CredentialError;
 use super::http::{self, Fetched, Shape};
@@ -67,15 +68,12 @@ pub(crate) struct RoleRequest {
 }
 
 impl RoleRequest {
-    fn common_params(&self, action: &str) -> Vec<(String, String)> {
+    fn common_params(&self, action: &str, timestamp: jiff::Timestamp) -> Vec<(String, String)> {
         let mut params = vec![
             ("Action".to_owned(), action.to_owned()),
             ("Format".to_owned(), "JSON".to_owned()),
             ("Version".to_owned(), VERSION.to_owned()),
-            (
-                "Timestamp".to_owned(),
-                format_timestamp(jiff::Timestamp::now()),
-            ),
+            ("Timestamp".to_owned(), format_timestamp(timestamp)),
             (
                 "DurationSeconds".to_owned(),
                 self.duration.as_secs().to_string(),
@@ -119,36 +117,51 @@ impl AssumeRoleFetcher {
     /// One `AssumeRole` call.
     pub(crate) async fn fetch(&self) -> Result<Fetched, CredentialError> {
         let source = self.source.get().await?;
-        let mut params = self.request.common_params("AssumeRole");
-        params.extend([
-            ("SignatureMethod".to_owned(), "HMAC-SHA1".to_owned()),
-            ("SignatureVersion".to_owned(), "1.0".to_owned()),
-            (
-                "SignatureNonce".to_owned(),
-                uuid::Uuid::new_v4().simple().to_string(),
-            ),
-            ("AccessKeyId".to_owned(), source.access_key_id.clone()),
-        ]);
-        if let Some(token) = &source.security_token {
-            params.push(("SecurityToken".to_owned(), token.expose().to_owned()));
-        }
-        if let Some(external_id) = &self.external_id {
-            params.push(("ExternalId".to_owned(), external_id.clone()));
-        }
-        let signature = v1_signature(
-            source.access_key_secret.expose(),
-            &v1_string_to_sign("GET", &params),
-        );
-        let query = format!(
-            "{}&Signature={}",
-            canonical_query(&params),
-            percent_encode(&signature)
+        let query = assume_role_query(
+            &self.request,
+            self.external_id.as_deref(),
+            &source,
+            jiff::Timestamp::now(),
+            &uuid::Uuid::new_v4().simple().to_string(),
         );
         let mut url = self.request.endpoint.clone();
         url.set_query(Some(&query));
         let (status, body) = http::send(ASSUME_ROLE, &url, self.client.get(url.clone())).await?;
         read_response(ASSUME_ROLE, status, &body, &[])
     }
+}
+
+/// The query string of one `AssumeRole` call, V1-signed for GET with `source`. Pure (the
+/// caller passes the timestamp and a fresh nonce) so golden tests can rebuild SDK requests.
+pub(crate) fn assume_role_query(
+    request: &RoleRequest,
+    external_id: Option<&str>,
+    source: &Credentials,
+    timestamp: jiff::Timestamp,
+    nonce: &str,
+) -> String {
+    let mut params = request.common_params("AssumeRole", timestamp);
+    params.extend([
+        ("SignatureMethod".to_owned(), "HMAC-SHA1".to_owned()),
+        ("SignatureVersion".to_owned(), "1.0".to_owned()),
+        ("SignatureNonce".to_owned(), nonce.to_owned()),
+        ("AccessKeyId".to_owned(), source.access_key_id.clone()),
+    ]);
+    if let Some(token) = &source.security_token {
+        params.push(("SecurityToken".to_owned(), token.expose().to_owned()));
+    }
+    if let Some(external_id) = external_id {
+        params.push(("ExternalId".to_owned(), external_id.to_owned()));
+    }
+    let signature = v1_signature(
+        source.access_key_secret.expose(),
+        &v1_string_to_sign("GET", &params),
+    );
+    format!(
+        "{}&Signature={}",
+        canonical_query(&params),
+        percent_encode(&signature)
+    )
 }
 
 /// `AssumeRoleWithOIDC` (RRSA). Sent as a POST with the parameters in a form body, so the
@@ -183,18 +196,14 @@ impl OidcFetcher {
     /// One `AssumeRoleWithOIDC` call.
     pub(crate) async fn fetch(&self) -> Result<Fetched, CredentialError> {
         let token = Self::read_token(&self.token_file)?;
-        let mut query = Vec::new();
-        let mut form = Vec::new();
-        for (name, value) in self.request.common_params("AssumeRoleWithOIDC") {
-            match name.as_str() {
-                "Action" | "Format" | "Version" | "Timestamp" => query.push((name, value)),
-                _ => form.push((name, value)),
-            }
-        }
-        form.push(("OIDCProviderArn".to_owned(), self.provider_arn.clone()));
-        form.push(("OIDCToken".to_owned(), token.clone()));
+        let (query, form) = oidc_query_and_form(
+            &self.request,
+            &self.provider_arn,
+            &token,
+            jiff::Timestamp::now(),
+        );
         let mut url = self.request.endpoint.clone();
-        url.set_query(Some(&canonical_query(&query)));
+        url.set_query(Some(&query));
         let request = self
             .client
             .post(url.clone())
@@ -202,11 +211,37 @@ impl OidcFetcher {
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .body(canonical_query(&form));
+            .body(form);
         let (status, body) = http::send(ASSUME_ROLE_WITH_OIDC, &url, request).await?;
         read_response(ASSUME_ROLE_WITH_OIDC, status, &body, &[&token])
     }
 }
+
+/// The query string and the form body of one `AssumeRoleWithOIDC` call. Pure (the caller
+/// passes the timestamp) so golden tests can rebuild SDK requests.
+pub(crate) fn oidc_query_and_form(
+    request: &RoleRequest,
+    provider_arn: &str,
+    token: &str,
+    timestamp: jiff::Timestamp,
+) -> (String, String) {
+    let mut query = Vec::new();
+    let mut form = Vec::new();
+    for (name, value) in request.common_params("AssumeRoleWithOIDC", timestamp) {
+        match name.as_str() {
+            "Action" | "Format" | "Version" | "Timestamp" => query.push((name, value)),
+            _ => form.push((name, value)),
+        }
+    }
+    form.push(("OIDCProviderArn".to_owned(), provider_arn.to_owned()));
+    form.push(("OIDCToken".to_owned(), token.to_owned()));
+    (canonical_query(&query), canonical_query(&form))
+}
+
+/// The request builders above and the STS fake against golden requests of the official SDKs.
+#[cfg(test)]
+#[path = "sts_golden_tests.rs"]
+mod golden_tests;
 
 #[cfg(test)]
 mod tests {

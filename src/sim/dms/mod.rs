@@ -54,6 +54,8 @@
 //! this message whole into logs; tests use it to prove they do not.
 
 mod actions;
+#[cfg(test)]
+mod golden_tests;
 mod reply;
 mod server;
 #[cfg(test)]
