@@ -8,6 +8,7 @@
 
 mod names;
 mod plan;
+mod source;
 mod unpack;
 
 #[cfg(test)]
@@ -20,7 +21,7 @@ use zip::ZipArchive;
 use zip::result::ZipError;
 
 use self::names::shown;
-use self::unpack::SharedFile;
+use self::source::SharedFile;
 
 /// Limits and knobs for [`extract_zip`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use zip::{CompressionMethod, ZipArchive};
 
 use super::names::{check_path, decode_name, shown};
-use super::unpack::SharedFile;
+use super::source::SharedFile;
 use super::{ExtractError, ExtractOptions};
 
 /// What to create under the destination.
