@@ -22,6 +22,21 @@ pub(super) struct Plan {
     pub(super) entries: u64,
 }
 
+impl Plan {
+    /// Every path to create, folders then files, each with the entry name that needs it.
+    pub(super) fn paths(&self) -> impl Iterator<Item = (&str, &str)> {
+        let dirs = self
+            .dirs
+            .iter()
+            .map(|(path, entry)| (path.as_str(), entry.as_str()));
+        let files = self
+            .files
+            .iter()
+            .map(|file| (file.path.as_str(), file.entry.as_str()));
+        dirs.chain(files)
+    }
+}
+
 /// A file entry that passed every check.
 #[derive(Debug, Clone)]
 pub(super) struct PlannedFile {

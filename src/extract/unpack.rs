@@ -20,8 +20,9 @@ use std::thread;
 use sha2::{Digest, Sha256};
 use zip::{ZipArchive, ZipReadOptions};
 
-use super::plan::PlannedFile;
+use super::plan::{Plan, PlannedFile};
 use super::source::SharedFile;
+use super::write_errors::create_failed;
 use super::{ExtractError, ExtractOptions, ExtractedFile};
 
 /// Read and write chunk: large enough that per-chunk costs (syscalls, the atomic budget, the
@@ -55,7 +56,7 @@ impl Budget {
 
 /// State shared by the workers.
 struct Shared<'a> {
-    files: &'a [PlannedFile],
+    plan: &'a Plan,
     /// Indices into `files`, largest first, so the long files start early and the short
     /// ones fill the gaps at the end.
     order: Vec<usize>,
@@ -111,14 +112,15 @@ fn flush(shared: &Shared<'_>, queue: Receiver<Unsynced>) {
 /// `options.threads` threads; stops all of them at the first error and returns it.
 pub(super) fn unpack(
     archive: &ZipArchive<SharedFile>,
-    files: &[PlannedFile],
+    plan: &Plan,
     dest: &Path,
     options: &ExtractOptions,
 ) -> Result<Vec<ExtractedFile>, ExtractError> {
+    let files = &plan.files;
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
     let shared = Shared {
-        files,
+        plan,
         order,
         next: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
@@ -202,7 +204,13 @@ fn work(
         else {
             break;
         };
-        match write_file(shared, &mut archive, &shared.files[i], &mut buf, to_flusher) {
+        match write_file(
+            shared,
+            &mut archive,
+            &shared.plan.files[i],
+            &mut buf,
+            to_flusher,
+        ) {
             Ok(file) => done.push(file),
             Err(Failure::Stopped) => break,
             Err(Failure::Error(error)) => {
@@ -254,7 +262,15 @@ fn write_file(
         .write(true)
         .create_new(true)
         .open(&target)
-        .map_err(write_error)?;
+        .map_err(|source| {
+            create_failed(
+                shared.dest,
+                &planned.path,
+                &planned.entry,
+                source,
+                shared.plan,
+            )
+        })?;
 
     let copied = copy_entry(
         &mut entry,

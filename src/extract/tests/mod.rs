@@ -7,6 +7,7 @@ mod faithful;
 mod names;
 mod refused;
 mod throughput;
+mod write_errors;
 
 use std::fs;
 use std::io::{Cursor, Write};
