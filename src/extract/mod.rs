@@ -4,11 +4,16 @@
 //! The whole archive is checked from its central directory before anything is written
 //! (names, entry types, limits, duplicates; see [`plan`]), then the files are inflated on
 //! several threads at once, each hashed with SHA-256 and checked against its CRC-32 as it is
-//! written (see [`unpack`]). Synchronous code: the caller runs it in `spawn_blocking`.
+//! written (see [`unpack`]). A failed create is told apart: a name the destination
+//! filesystem refuses, or two names it takes for one, fail for good; a disk problem is
+//! retried later (see `write_errors.rs`). Synchronous code: the caller runs it in
+//! `spawn_blocking`.
 
 mod names;
 mod plan;
+mod source;
 mod unpack;
+mod write_errors;
 
 #[cfg(test)]
 mod tests;
@@ -19,8 +24,8 @@ use std::path::{Path, PathBuf};
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-use self::names::shown;
-use self::unpack::SharedFile;
+use self::names::{check_path, shown};
+use self::source::SharedFile;
 
 /// Limits and knobs for [`extract_zip`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +148,9 @@ pub enum ExtractError {
         /// `max_unpacked_bytes`.
         limit: u64,
     },
-    /// Writing under the destination failed (disk full, permissions, an existing path, …).
+    /// Writing under the destination failed for a local reason that may pass: disk full,
+    /// quota, read-only filesystem, permissions, I/O error, or a path that something other
+    /// than this archive put in the staging folder.
     #[error("entry {}: cannot write {}: {source}", shown(.entry), path.display())]
     Write {
         /// The entry being written.
@@ -152,6 +159,36 @@ pub enum ExtractError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The destination filesystem refuses the name of a file or folder (too long, characters
+    /// it cannot store): final, since the same archive fails the same way on this filesystem.
+    #[error("{}", name_refused_message(.entry, .path, .reason))]
+    NameRefused {
+        /// The entry being written.
+        entry: String,
+        /// The refused path, relative to the destination: the entry's own, or a folder it needs.
+        path: String,
+        /// What the filesystem objects to, e.g. `name too long for it`.
+        reason: &'static str,
+        /// The I/O error (`ENAMETOOLONG`, `EILSEQ`, `EINVAL`).
+        source: std::io::Error,
+    },
+    /// Two entries with different names that the destination filesystem takes for one path
+    /// (case-insensitive or Unicode-normalising, e.g. an SMB share): final, since only a
+    /// case-sensitive filesystem can hold both.
+    #[error(
+        "{}",
+        collision_message(.entry, .path, .earlier_entry, .earlier_path)
+    )]
+    PathCollision {
+        /// The entry that could not be written.
+        entry: String,
+        /// Its path (its own, or a folder it needs), relative to the destination.
+        path: String,
+        /// The entry written first that holds the same path on this filesystem.
+        earlier_entry: String,
+        /// That entry's path (its own, or a folder it needs).
+        earlier_path: String,
     },
     /// Syncing the destination folder itself failed.
     #[error("cannot sync {}: {source}", path.display())]
@@ -165,7 +202,8 @@ pub enum ExtractError {
 
 impl ExtractError {
     /// True when a fresh download could fix the failure (damaged bytes), false when the
-    /// archive's content itself is refused or the local disk failed.
+    /// archive's content itself is refused (including names the destination filesystem
+    /// refuses or folds together) or the local disk failed.
     pub fn is_corrupt_download(&self) -> bool {
         match self {
             Self::BadArchive { source } => !matches!(source, ZipError::UnsupportedArchive(_)),
@@ -179,12 +217,16 @@ impl ExtractError {
             | Self::TooManyEntries { .. }
             | Self::TooLarge { .. }
             | Self::Write { .. }
+            | Self::NameRefused { .. }
+            | Self::PathCollision { .. }
             | Self::SyncDest { .. } => false,
         }
     }
 
     /// True when the local disk failed (full, read-only, permissions): neither the download
-    /// nor the archive is at fault, so the ticket should try again later.
+    /// nor the archive is at fault, so the ticket should try again later. False for
+    /// [`NameRefused`](Self::NameRefused) and [`PathCollision`](Self::PathCollision): the
+    /// filesystem will refuse the same archive the same way, so they are final failures.
     pub fn is_local_io(&self) -> bool {
         matches!(
             self,
@@ -216,17 +258,12 @@ pub fn extract_zip(
 
     // BTreeMap order puts every parent before its children.
     for (dir, entry) in &plan.dirs {
-        let path = dest.join(dir);
         DirBuilder::new()
-            .create(&path)
-            .map_err(|source| ExtractError::Write {
-                entry: entry.clone(),
-                path,
-                source,
-            })?;
+            .create(dest.join(dir))
+            .map_err(|source| write_errors::create_failed(dest, dir, entry, source, &plan))?;
     }
 
-    let mut files = unpack::unpack(&archive, &plan.files, dest, options)?;
+    let mut files = unpack::unpack(&archive, &plan, dest, options)?;
     files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
 
     if options.sync {
@@ -250,6 +287,45 @@ pub fn extract_zip(
         dirs: plan.dirs.into_keys().collect(),
         entries: plan.entries,
     })
+}
+
+/// Whether `path` is `entry`'s own path rather than a folder it needs.
+fn is_own_path(entry: &str, path: &str) -> bool {
+    check_path(entry).is_ok_and(|safe| safe.path == path)
+}
+
+fn name_refused_message(entry: &str, path: &str, reason: &str) -> String {
+    if is_own_path(entry, path) {
+        format!(
+            "entry {}: the archive filesystem refuses this name ({reason})",
+            shown(entry)
+        )
+    } else {
+        format!(
+            "entry {}: the archive filesystem refuses the name of its folder {} ({reason})",
+            shown(entry),
+            shown(path)
+        )
+    }
+}
+
+fn collision_message(entry: &str, path: &str, earlier_entry: &str, earlier_path: &str) -> String {
+    let remedy = "(case-insensitive or normalising); extract to a case-sensitive filesystem";
+    if is_own_path(entry, path) && is_own_path(earlier_entry, earlier_path) {
+        format!(
+            "entries {} and {} are the same file on this filesystem {remedy}",
+            shown(earlier_entry),
+            shown(entry)
+        )
+    } else {
+        format!(
+            "entries {} and {} collide: {} and {} are the same path on this filesystem {remedy}",
+            shown(earlier_entry),
+            shown(entry),
+            shown(earlier_path),
+            shown(path)
+        )
+    }
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {

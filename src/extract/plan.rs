@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use zip::{CompressionMethod, ZipArchive};
 
-use super::names::{check_path, decode_name, shown};
-use super::unpack::SharedFile;
+use super::names::{check_path, decode_name, name_for_message, shown};
+use super::source::SharedFile;
 use super::{ExtractError, ExtractOptions};
 
 /// What to create under the destination.
@@ -20,6 +20,21 @@ pub(super) struct Plan {
     pub(super) dirs: BTreeMap<String, String>,
     /// Entries in the archive.
     pub(super) entries: u64,
+}
+
+impl Plan {
+    /// Every path to create, folders then files, each with the entry name that needs it.
+    pub(super) fn paths(&self) -> impl Iterator<Item = (&str, &str)> {
+        let dirs = self
+            .dirs
+            .iter()
+            .map(|(path, entry)| (path.as_str(), entry.as_str()));
+        let files = self
+            .files
+            .iter()
+            .map(|file| (file.path.as_str(), file.entry.as_str()));
+        dirs.chain(files)
+    }
 }
 
 /// A file entry that passed every check.
@@ -70,7 +85,7 @@ pub(super) fn plan(
     if entries > options.max_entries {
         let first_past = usize::try_from(options.max_entries).unwrap_or(usize::MAX);
         return Err(ExtractError::TooManyEntries {
-            entry: raw_name_for_message(archive, first_past),
+            entry: name_of_entry_for_message(archive, first_past),
             limit: options.max_entries,
         });
     }
@@ -234,10 +249,10 @@ fn check_collisions(checked: &[Checked]) -> Result<BTreeMap<String, String>, Ext
 }
 
 /// Best-effort name of entry `index` for a message about the archive as a whole.
-fn raw_name_for_message(archive: &ZipArchive<SharedFile>, index: usize) -> String {
+fn name_of_entry_for_message(archive: &ZipArchive<SharedFile>, index: usize) -> String {
     archive
         .by_index_data(index)
-        .map(|data| String::from_utf8_lossy(data.name_raw()).into_owned())
+        .map(|data| name_for_message(data.name_raw(), data.flags().as_u16()))
         .unwrap_or_default()
 }
 
@@ -255,12 +270,13 @@ fn first_repeated_name(reader: &SharedFile, start: u64) -> std::io::Result<Optio
         if header[..4] != CENTRAL_HEADER_SIGNATURE {
             return Ok(None);
         }
-        let field = |at: usize| u64::from(u16::from_le_bytes([header[at], header[at + 1]]));
-        let (name_len, extra_len, comment_len) = (field(28), field(30), field(32));
+        let field = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
+        let flags = field(8);
+        let [name_len, extra_len, comment_len] = [28, 30, 32].map(|at| u64::from(field(at)));
         let mut name = vec![0_u8; name_len as usize];
         reader.read_exact_at(&mut name, offset + CENTRAL_HEADER_LEN)?;
         if !seen.insert(name.clone()) {
-            return Ok(Some(String::from_utf8_lossy(&name).into_owned()));
+            return Ok(Some(name_for_message(&name, flags)));
         }
         offset += CENTRAL_HEADER_LEN + name_len + extra_len + comment_len;
     }

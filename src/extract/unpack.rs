@@ -10,18 +10,19 @@
 //! is synced before [`unpack`] returns.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 
 use sha2::{Digest, Sha256};
 use zip::{ZipArchive, ZipReadOptions};
 
-use super::plan::PlannedFile;
+use super::plan::{Plan, PlannedFile};
+use super::source::SharedFile;
+use super::write_errors::create_failed;
 use super::{ExtractError, ExtractOptions, ExtractedFile};
 
 /// Read and write chunk: large enough that per-chunk costs (syscalls, the atomic budget, the
@@ -30,63 +31,6 @@ const CHUNK_LEN: usize = 256 * 1024;
 
 /// Written files waiting for the flusher's `fsync` (each holds an open file descriptor).
 const SYNC_QUEUE: usize = 16;
-
-/// A cursor over a shared open file that reads with `pread`, so every worker can own a cheap
-/// clone of the `ZipArchive` (its parsed central directory is behind an `Arc`) and seek
-/// independently without reopening or re-parsing the zip.
-#[derive(Debug, Clone)]
-pub(super) struct SharedFile {
-    file: Arc<File>,
-    len: u64,
-    position: u64,
-}
-
-impl SharedFile {
-    pub(super) fn new(file: File) -> io::Result<Self> {
-        let len = file.metadata()?.len();
-        Ok(Self {
-            file: Arc::new(file),
-            len,
-            position: 0,
-        })
-    }
-
-    pub(super) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
-    }
-}
-
-impl Read for SharedFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.file.read_at(buf, self.position) {
-                Ok(n) => {
-                    self.position += n as u64;
-                    return Ok(n);
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
-        }
-    }
-}
-
-impl Seek for SharedFile {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let target = match pos {
-            SeekFrom::Start(offset) => Some(offset),
-            SeekFrom::End(delta) => self.len.checked_add_signed(delta),
-            SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
-        };
-        self.position = target.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the zip",
-            )
-        })?;
-        Ok(self.position)
-    }
-}
 
 /// Bytes written so far across all workers, against `max_unpacked_bytes`.
 #[derive(Debug)]
@@ -112,7 +56,7 @@ impl Budget {
 
 /// State shared by the workers.
 struct Shared<'a> {
-    files: &'a [PlannedFile],
+    plan: &'a Plan,
     /// Indices into `files`, largest first, so the long files start early and the short
     /// ones fill the gaps at the end.
     order: Vec<usize>,
@@ -168,14 +112,15 @@ fn flush(shared: &Shared<'_>, queue: Receiver<Unsynced>) {
 /// `options.threads` threads; stops all of them at the first error and returns it.
 pub(super) fn unpack(
     archive: &ZipArchive<SharedFile>,
-    files: &[PlannedFile],
+    plan: &Plan,
     dest: &Path,
     options: &ExtractOptions,
 ) -> Result<Vec<ExtractedFile>, ExtractError> {
+    let files = &plan.files;
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
     let shared = Shared {
-        files,
+        plan,
         order,
         next: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
@@ -259,7 +204,13 @@ fn work(
         else {
             break;
         };
-        match write_file(shared, &mut archive, &shared.files[i], &mut buf, to_flusher) {
+        match write_file(
+            shared,
+            &mut archive,
+            &shared.plan.files[i],
+            &mut buf,
+            to_flusher,
+        ) {
             Ok(file) => done.push(file),
             Err(Failure::Stopped) => break,
             Err(Failure::Error(error)) => {
@@ -311,7 +262,15 @@ fn write_file(
         .write(true)
         .create_new(true)
         .open(&target)
-        .map_err(write_error)?;
+        .map_err(|source| {
+            create_failed(
+                shared.dest,
+                &planned.path,
+                &planned.entry,
+                source,
+                shared.plan,
+            )
+        })?;
 
     let copied = copy_entry(
         &mut entry,
