@@ -13,7 +13,6 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod dms;
-pub mod extract;
 pub mod job;
 pub mod net;
 pub mod service;

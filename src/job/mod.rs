@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod download;
+pub mod extract;
 pub mod hooks;
 pub mod limit;
 pub mod pipeline;

@@ -15,13 +15,13 @@ use tracing::{info, warn};
 
 use crate::config::{ArchiveSettings, DownloadSettings};
 use crate::dms::{DmsClient, DownloadStatus};
-use crate::extract::{ExtractOptions, extract_zip};
 use crate::job::archive::{
     self, ArchiveLayout, FILES_DIR, Manifest, ManifestFile, ManifestSource, Published,
 };
 use crate::job::download::{
     Downloader, FetchError, Progress, TicketTag, remove_part, remove_part_off_loop,
 };
+use crate::job::extract::{ExtractError, ExtractOptions, extract_zip};
 use crate::job::limit::ConcurrencyLimit;
 use crate::net::retry::Backoff;
 use crate::net::signed_url::SignedUrl;
@@ -317,6 +317,7 @@ async fn extract_and_publish(
         max_unpacked_bytes: ctx.archive.max_unpacked_bytes,
         threads: 0,
         sync: true,
+        cancel: Some(cancel.clone()),
     };
     let manifest_base = Manifest {
         order_id: job.order_id,
@@ -346,7 +347,9 @@ async fn extract_and_publish(
                 reason
             };
             let report = extract_zip(&part, &staging.join(FILES_DIR), &options).map_err(|e| {
-                cleanup(if e.is_corrupt_download() {
+                cleanup(if matches!(e, ExtractError::Cancelled) {
+                    ExtractFailure::Cancelled
+                } else if e.is_corrupt_download() {
                     ExtractFailure::Corrupt(e.to_string())
                 } else if e.is_local_io() {
                     ExtractFailure::Local(e.to_string())

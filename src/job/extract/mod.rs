@@ -28,7 +28,7 @@ use self::names::{check_path, shown};
 use self::source::SharedFile;
 
 /// Limits and knobs for [`extract_zip`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ExtractOptions {
     /// Most entries (files and directories) the archive may hold.
     pub max_entries: u64,
@@ -38,6 +38,8 @@ pub struct ExtractOptions {
     pub threads: usize,
     /// `fsync` every written file and created directory (and `dest`) before returning.
     pub sync: bool,
+    /// Stops the extraction early (between chunks of a file) with [`ExtractError::Cancelled`].
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// One file written under the destination.
@@ -190,6 +192,9 @@ pub enum ExtractError {
         /// That entry's path (its own, or a folder it needs).
         earlier_path: String,
     },
+    /// [`ExtractOptions::cancel`] was cancelled; the output is incomplete.
+    #[error("extraction cancelled")]
+    Cancelled,
     /// Syncing the destination folder itself failed.
     #[error("cannot sync {}: {source}", path.display())]
     SyncDest {
@@ -219,6 +224,7 @@ impl ExtractError {
             | Self::Write { .. }
             | Self::NameRefused { .. }
             | Self::PathCollision { .. }
+            | Self::Cancelled
             | Self::SyncDest { .. } => false,
         }
     }

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::io::{Cursor, Read as _, Write};
-use std::sync::atomic::AtomicBool;
 
 use tempfile::TempDir;
 use zip::ZipWriter;
@@ -188,7 +187,7 @@ fn lying_size_header_stops_at_the_declared_size_below_the_cap() {
 /// with a reader that produces more than any header says.
 #[test]
 fn written_byte_budget_holds_across_entries_whatever_the_reader_yields() {
-    let stop = AtomicBool::new(false);
+    let stop = || false;
     let budget = Budget::new(1 << 20);
     let mut buf = vec![0_u8; 64 << 10];
 
@@ -221,7 +220,7 @@ fn written_byte_budget_holds_across_entries_whatever_the_reader_yields() {
     assert_eq!(third.len(), 100);
 
     // Another worker's failure stops the copy.
-    let stopped = AtomicBool::new(true);
+    let stopped = || true;
     let err = copy_entry(
         &mut std::io::repeat(0).take(10),
         &mut Vec::new(),
@@ -304,4 +303,21 @@ fn existing_paths_in_dest_are_never_followed_or_overwritten() {
     let err = scene.extract(&options()).unwrap_err();
     assert!(err.to_string().contains("cannot write"), "{err}");
     assert_eq!(fs::read(scene.dest.join("taken.txt")).unwrap(), b"old");
+}
+
+#[test]
+fn a_cancelled_extraction_stops_and_says_so() {
+    let data = b"select 1;\n".repeat(10_000);
+    let zip = build_zip(&[FileItem("a.sql", &data)], deflated());
+    let scene = Scene::new(&zip);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    let err = scene
+        .extract(&ExtractOptions {
+            cancel: Some(cancel),
+            ..options()
+        })
+        .unwrap_err();
+    assert!(matches!(err, ExtractError::Cancelled), "{err:?}");
+    assert!(!err.is_local_io() && !err.is_corrupt_download());
 }

@@ -66,9 +66,22 @@ struct Shared<'a> {
     first_error: Mutex<Option<ExtractError>>,
     dest: &'a Path,
     sync: bool,
+    cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Shared<'_> {
+    /// Another worker failed, or the caller cancelled: stop at the next chunk.
+    fn stopped(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            self.fail(ExtractError::Cancelled);
+            return true;
+        }
+        false
+    }
+
     fn fail(&self, error: ExtractError) {
         self.stop.store(true, Ordering::Relaxed);
         let mut slot = self
@@ -128,6 +141,7 @@ pub(super) fn unpack(
         first_error: Mutex::new(None),
         dest,
         sync: options.sync,
+        cancel: options.cancel.clone(),
     };
     let threads = match options.threads {
         0 => thread::available_parallelism().map_or(1, usize::from),
@@ -197,7 +211,7 @@ fn work(
 ) -> Vec<ExtractedFile> {
     let mut buf = vec![0_u8; CHUNK_LEN];
     let mut done = Vec::new();
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !shared.stopped() {
         let Some(&i) = shared
             .order
             .get(shared.next.fetch_add(1, Ordering::Relaxed))
@@ -277,7 +291,7 @@ fn write_file(
         &mut out,
         planned.size,
         &shared.budget,
-        &shared.stop,
+        &|| shared.stopped(),
         buf,
     )
     .map_err(|err| match err {
@@ -373,14 +387,14 @@ pub(super) fn copy_entry(
     out: &mut impl Write,
     declared: u64,
     budget: &Budget,
-    stop: &AtomicBool,
+    stopped: &dyn Fn() -> bool,
     buf: &mut [u8],
 ) -> Result<Copied, CopyError> {
     let mut crc = crc32fast::Hasher::new();
     let mut sha = Sha256::new();
     let mut written: u64 = 0;
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stopped() {
             return Err(CopyError::Stopped);
         }
         let remaining = declared - written;

@@ -55,6 +55,7 @@ fn options() -> ExtractOptions {
         max_unpacked_bytes: 1 << 30,
         threads: 2,
         sync: false,
+        cancel: None,
     }
 }
 
