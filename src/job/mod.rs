@@ -1,0 +1,3 @@
+//! Work done for one archived ticket after download (placeholder; the lead merges the real tree).
+
+pub mod upload;
