@@ -9,6 +9,7 @@
 //! - `process`: the real binary under SIGKILL, SIGTERM, `run --once` exit codes, and as an
 //!   unprivileged user that may write only the state and archive folders.
 //! - `proxy`: HTTP_PROXY / NO_PROXY for API, STS and OSS traffic; metadata goes direct.
+//! - `s3_moto`: S3 requests signed by our SigV4 signer against a real S3 server (moto).
 //! - `operations`: running in production: sd_notify, SIGHUP reloads, metrics, health
 //!   endpoints, JSON logs, hooks, read-only containers.
 
@@ -21,3 +22,4 @@ mod operations;
 mod pipeline;
 mod process;
 mod proxy;
+mod s3_moto;

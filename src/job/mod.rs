@@ -1,4 +1,4 @@
-//! One ticket's way once DMS has its zip ready: download, extract, publish, hooks.
+//! One ticket's way once DMS has its zip ready: download, extract, publish, upload, hooks.
 //!
 //! Nothing here decides *when* a ticket runs or writes ticket state: `watch` does both and
 //! hands each job what it needs.
@@ -9,3 +9,4 @@ pub mod extract;
 pub mod hooks;
 pub mod limit;
 pub mod pipeline;
+pub mod upload;

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod moto;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 

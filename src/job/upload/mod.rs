@@ -1,0 +1,3 @@
+//! Sending archives to object storage: request signing and the upload client.
+
+pub mod s3_sign;
