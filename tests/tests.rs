@@ -9,6 +9,9 @@
 //! - `process`: the real binary under SIGKILL, SIGTERM, `run --once` exit codes, and as an
 //!   unprivileged user that may write only the state and archive folders.
 //! - `proxy`: HTTP_PROXY / NO_PROXY for API, STS and OSS traffic; metadata goes direct.
+//! - `review`: the review's findings as the situations that went wrong: an archive already
+//!   there, keep_zip and a failed publish, one download limit across reloads, bounded bodies,
+//!   redirects, secrets echoed by STS, one daemon per archive folder, a non-blocking resume.
 //! - `s3_moto`: S3 requests signed by our SigV4 signer against a real S3 server (moto).
 //! - `operations`: running in production: sd_notify, SIGHUP reloads, metrics, health
 //!   endpoints, JSON logs, hooks, read-only containers.
@@ -22,4 +25,5 @@ mod operations;
 mod pipeline;
 mod process;
 mod proxy;
+mod review;
 mod s3_moto;

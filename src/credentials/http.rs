@@ -39,7 +39,9 @@ pub(crate) fn client(
     // only ever be reused after the server has dropped it.
     let builder = reqwest::Client::builder()
         .no_proxy()
-        .pool_max_idle_per_host(0);
+        .pool_max_idle_per_host(0)
+        // A redirect would carry a signed query, an OIDC token or an STS token to another host.
+        .redirect(reqwest::redirect::Policy::none());
     let builder = match kind {
         ClientKind::Metadata => builder
             .connect_timeout(Duration::from_secs(1))
@@ -150,11 +152,21 @@ pub(crate) async fn send(
         .await
         .map_err(|e| transport_error(service, url, e))?;
     let status = response.status().as_u16();
-    let body = response
-        .bytes()
+    if response.status().is_redirection() {
+        return Err(CredentialError::BadResponse {
+            service,
+            status,
+            reason: crate::net::redirect_refusal(status, response.headers()),
+        });
+    }
+    let body = crate::net::read_bounded(response, crate::net::ERROR_BODY_LIMIT)
         .await
-        .map_err(|e| transport_error(service, url, e))?;
-    Ok((status, body.to_vec()))
+        .map_err(|e| CredentialError::BadResponse {
+            service,
+            status,
+            reason: e.to_string(),
+        })?;
+    Ok((status, body))
 }
 
 /// The Alibaba Cloud error body: `{"RequestId","HostId","Code","Message"}`.
@@ -192,11 +204,26 @@ pub(crate) fn refused(
     }
 }
 
-/// Replaces every occurrence of a sensitive value and keeps messages to a sane length.
+/// Cuts an echoed string-to-sign (STS's `SignatureDoesNotMatch` carries one, with the STS
+/// token in it), replaces every occurrence of a sensitive value, also in its percent-encoded
+/// forms (a string-to-sign encodes values twice), and keeps messages to a sane length.
 fn scrub(message: &str, sensitive: &[&str]) -> String {
-    let mut out = message.to_owned();
+    let lower = message.to_ascii_lowercase();
+    let cut = ["server string to sign", "string to sign", "stringtosign"]
+        .iter()
+        .filter_map(|marker| lower.find(marker))
+        .min()
+        .unwrap_or(message.len());
+    let mut out = message[..cut]
+        .trim()
+        .trim_end_matches([':', ','])
+        .to_owned();
     for value in sensitive.iter().filter(|v| v.len() >= 4) {
-        out = out.replace(value, crate::net::secret::MASK);
+        let once = crate::net::signer::percent_encode(value);
+        let twice = crate::net::signer::percent_encode(&once);
+        for form in [value.to_string(), once, twice] {
+            out = out.replace(&form, crate::net::secret::MASK);
+        }
     }
     if out.chars().count() > 300 {
         out = out.chars().take(300).collect::<String>() + "…";

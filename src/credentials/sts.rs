@@ -127,7 +127,13 @@ impl AssumeRoleFetcher {
         let mut url = self.request.endpoint.clone();
         url.set_query(Some(&query));
         let (status, body) = http::send(ASSUME_ROLE, &url, self.client.get(url.clone())).await?;
-        read_response(ASSUME_ROLE, status, &body, &[])
+        // STS may echo what it was sent (the string to sign holds the source's STS token):
+        // the source's secrets never reach an error message.
+        let mut sensitive = vec![source.access_key_secret.expose()];
+        if let Some(token) = &source.security_token {
+            sensitive.push(token.expose());
+        }
+        read_response(ASSUME_ROLE, status, &body, &sensitive)
     }
 }
 

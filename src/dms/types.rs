@@ -226,6 +226,16 @@ fn compact_json<T: serde::Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poll_metric_labels_are_a_fixed_set() {
+        assert_eq!(DownloadStatus::parse("LISTING").metric_label(), "LISTING");
+        for unknown in ["PAUSED", "a\"b", &"x".repeat(1000)] {
+            let status = DownloadStatus::parse(unknown);
+            assert_eq!(status.as_str(), unknown.trim());
+            assert_eq!(status.metric_label(), "other");
+        }
+    }
     use crate::config::{ColumnFilter, ColumnOperator, RollbackSqlType};
 
     #[test]

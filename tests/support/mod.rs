@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod moto;
+pub(crate) mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -216,6 +217,12 @@ impl DaemonConfig {
         self.tickets.push_str(&format!(
             "\n[[tickets]]\norder_id = {order_id}\ndownload_key_id = {key:?}\nlabel = {label:?}\ntid = 3\n"
         ));
+        self
+    }
+
+    /// Drops every ticket.
+    pub(crate) fn clear_tickets(&mut self) -> &mut Self {
+        self.tickets.clear();
         self
     }
 
