@@ -46,6 +46,10 @@ pub struct Config {
     pub http: Option<HttpSettings>,
     /// `[hooks]`.
     pub hooks: HookSettings,
+    /// `[upload]`; `None` means archives stay local.
+    pub upload: Option<UploadSettings>,
+    /// `[watch]`.
+    pub watch: WatchSettings,
     /// `[[tickets]]`, in file order.
     pub tickets: Vec<TicketSpec>,
     /// Keys holding a secret inline (`credentials.access_key_secret`, …), for `check`'s warning.
@@ -198,6 +202,9 @@ pub struct ArchiveSettings {
     pub max_unpacked_bytes: u64,
     /// Most entries one archive may hold.
     pub max_entries: u64,
+    /// Local archive folders older than this are removed (only once uploaded, with
+    /// `[upload]`); `None` keeps them forever.
+    pub retention: Option<Duration>,
 }
 
 /// `[state]`.
@@ -219,8 +226,90 @@ pub struct HttpSettings {
 pub struct HookSettings {
     /// argv run after each publish, with `{dir}`, `{order_id}`, `{download_key_id}` filled in.
     pub on_archived: Option<Vec<String>>,
-    /// How long the hook may run before it is killed.
+    /// argv run after each confirmed upload; also `{url}`.
+    pub on_uploaded: Option<Vec<String>>,
+    /// How long a hook may run before it is killed.
     pub timeout: Duration,
+    /// Runs of one hook for one ticket before it is reported failed.
+    pub max_attempts: u32,
+}
+
+/// Where archives are uploaded: `oss://` (Alibaba Cloud OSS) or `s3://` (S3-compatible).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Alibaba Cloud OSS, signed with `[credentials]` (OSS V4).
+    Oss,
+    /// An S3-compatible store, signed with `[upload.credentials]` or the AWS variables (SigV4).
+    S3,
+}
+
+impl StoreKind {
+    /// The URL scheme.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Self::Oss => "oss",
+            Self::S3 => "s3",
+        }
+    }
+}
+
+/// What goes up for each ticket besides `manifest.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadContent {
+    /// The downloaded zip (about 7× smaller than the SQL).
+    #[default]
+    Zip,
+    /// Every extracted file, under `files/`.
+    Files,
+}
+
+/// `[upload.credentials]`: S3 keys (a file for the secret is preferred).
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3KeySettings {
+    /// `access_key_id`.
+    pub access_key_id: String,
+    /// `secret_access_key` written inline (discouraged).
+    pub secret_access_key: Option<Secret>,
+    /// `secret_access_key_file`.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// `session_token`.
+    pub session_token: Option<Secret>,
+}
+
+/// `[upload]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadSettings {
+    /// OSS or S3.
+    pub kind: StoreKind,
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// Where requests go.
+    pub endpoint: reqwest::Url,
+    /// The signing region.
+    pub region: String,
+    /// The zip or the files.
+    pub content: UploadContent,
+    /// Object or part uploads at once.
+    pub concurrency: usize,
+    /// Objects above this size go up in parts of this size.
+    pub part_size: u64,
+    /// `false`: the local folder is removed once its upload is confirmed.
+    pub keep_local: bool,
+    /// S3 keys from the config (else the AWS environment variables).
+    pub s3_keys: Option<S3KeySettings>,
+}
+
+/// `[watch]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// The tickets folder: `*.toml` files with more `[[tickets]]`.
+    pub tickets_dir: PathBuf,
+    /// Whether the config named it (an explicit folder must exist; the default one is used
+    /// only when it does).
+    pub explicit: bool,
 }
 
 /// `REVERSE` (rollback / UNDO SQL) or `FORWARD` (rebuild / REDO SQL).

@@ -78,6 +78,18 @@ pub(crate) struct RawConfig {
     pub(crate) http: Option<RawHttp>,
     #[serde(default)]
     pub(crate) hooks: RawHooks,
+    pub(crate) upload: Option<RawUpload>,
+    #[serde(default)]
+    pub(crate) watch: RawWatch,
+    #[serde(default)]
+    pub(crate) tickets: Vec<RawTicket>,
+}
+
+/// A file of the tickets folder: only `[[tickets]]`.
+#[allow(dead_code)] // read by the tickets folder (next change)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTicketsFile {
     #[serde(default)]
     pub(crate) tickets: Vec<RawTicket>,
 }
@@ -144,6 +156,7 @@ pub(crate) struct RawArchive {
     pub(crate) keep_zip: Option<bool>,
     pub(crate) max_unpacked_bytes: Option<HumanSize>,
     pub(crate) max_entries: Option<u64>,
+    pub(crate) retention: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,7 +175,37 @@ pub(crate) struct RawHttp {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHooks {
     pub(crate) on_archived: Option<Vec<String>>,
+    pub(crate) on_uploaded: Option<Vec<String>>,
     pub(crate) timeout: Option<HumanDuration>,
+    pub(crate) max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpload {
+    pub(crate) url: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) content: Option<super::UploadContent>,
+    pub(crate) concurrency: Option<u32>,
+    pub(crate) part_size: Option<HumanSize>,
+    pub(crate) keep_local: Option<bool>,
+    pub(crate) credentials: Option<RawUploadCredentials>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUploadCredentials {
+    pub(crate) access_key_id: Option<String>,
+    pub(crate) secret_access_key: Option<String>,
+    pub(crate) secret_access_key_file: Option<String>,
+    pub(crate) session_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWatch {
+    pub(crate) tickets_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -95,7 +95,7 @@ fn unknown_key_names_file_line_column() {
     );
     assert_eq!(
         errors("[metrics]\nlisten = \"x\"\n"),
-        "/etc/dmstrack/config.toml:1:2: metrics: unknown field `metrics`, expected one of `dms`, `credentials`, `poll`, `download`, `archive`, `state`, `http`, `hooks`, `tickets`"
+        "/etc/dmstrack/config.toml:1:2: metrics: unknown field `metrics`, expected one of `dms`, `credentials`, `poll`, `download`, `archive`, `state`, `http`, `hooks`, `upload`, `watch`, `tickets`"
     );
 }
 
@@ -329,5 +329,57 @@ fn secret_files_may_live_in_systemds_credentials_directory() {
     assert_eq!(
         errors(&text),
         "/etc/dmstrack/config.toml:4:1: credentials.access_key_secret_file: uses $CREDENTIALS_DIRECTORY, which is not set (systemd sets it with LoadCredential=)"
+    );
+}
+
+#[test]
+fn upload_section_defaults_and_rules() {
+    let config = Config::from_toml_str(
+        "[upload]\nurl = \"oss://dmstrack-archive/dms-archive/\"\nendpoint = \"https://oss-cn-zhangjiakou.aliyuncs.com\"\n",
+        Path::new("/etc/dmstrack/config.toml"),
+        &ConfigEnv::default(),
+    )
+    .unwrap();
+    let upload = config.upload.unwrap();
+    assert_eq!(
+        (upload.kind, upload.bucket.as_str(), upload.prefix.as_str()),
+        (StoreKind::Oss, "dmstrack-archive", "dms-archive")
+    );
+    assert_eq!(upload.region, "cn-zhangjiakou");
+    assert_eq!(upload.content, UploadContent::Zip);
+    assert_eq!((upload.concurrency, upload.part_size), (4, 64 << 20));
+    assert!(upload.keep_local && upload.s3_keys.is_none());
+
+    let s3 = Config::from_toml_str(
+        "[upload]\nurl = \"s3://archive\"\ncontent = \"files\"\n[upload.credentials]\naccess_key_id = \"AKIA\"\nsecret_access_key_file = \"s3_secret\"\n",
+        Path::new("/etc/dmstrack/config.toml"),
+        &ConfigEnv::default(),
+    )
+    .unwrap()
+    .upload
+    .unwrap();
+    assert_eq!(s3.endpoint.as_str(), "https://s3.us-east-1.amazonaws.com/");
+    assert_eq!(s3.region, "us-east-1");
+    assert_eq!(
+        s3.s3_keys.unwrap().secret_access_key_file.unwrap(),
+        Path::new("/etc/dmstrack/s3_secret")
+    );
+
+    assert_eq!(
+        errors("[upload]\nurl = \"oss://b-1/p\"\n"),
+        "/etc/dmstrack/config.toml:2:1: upload.url: oss:// needs upload.endpoint, e.g. \"https://oss-cn-hangzhou.aliyuncs.com\""
+    );
+    assert!(errors("[upload]\nurl = \"ftp://b/p\"\n").contains("is not oss://bucket/prefix"));
+    assert!(
+        errors("[upload]\nurl = \"oss://bkt\"\nendpoint = \"http://127.0.0.1:1\"\n[upload.credentials]\naccess_key_id = \"a\"\nsecret_access_key = \"s\"\n")
+            .contains("oss:// signs with [credentials]")
+    );
+    assert!(
+        errors("[hooks]\non_uploaded = [\"/bin/true\", \"{url}\"]\n")
+            .contains("there is no [upload] section")
+    );
+    assert!(
+        errors("[archive]\nretention = \"0s\"\n")
+            .contains("archive.retention: must be greater than zero")
     );
 }

@@ -3,14 +3,18 @@
 //!
 //! Each default carries its reason here, next to the rule that uses it.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod tickets;
+mod upload;
+
 use super::locate::{Seg, line_column, render_path, span_of};
 use super::raw::*;
 use super::*;
+
+pub(crate) use self::tickets::validate_tickets;
 
 /// Connect timeout for the API; the official SDK's default is 5 s.
 const DMS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,15 +40,19 @@ const ARCHIVE_MAX_UNPACKED: u64 = 64 * 1024 * 1024 * 1024;
 const ARCHIVE_MAX_ENTRIES: u64 = 100_000;
 /// A hook that ships an archive somewhere may take a while; 5 minutes, then it is killed.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// A hook gets three runs (a flaky network, a restart in between) before it counts as failed.
+const HOOK_MAX_ATTEMPTS: u32 = 3;
+/// The tickets folder beside the config, used when it exists.
+pub(crate) const DEFAULT_TICKETS_DIR: &str = "tickets.d";
 
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     text: &'a str,
     source: &'a Path,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, path: &[Seg], message: impl Into<String>) {
+    pub(crate) fn error(&mut self, path: &[Seg], message: impl Into<String>) {
         let span = span_of(self.text, path).unwrap_or(0..0);
         let (line, column) = line_column(self.text, span.start);
         self.diagnostics.push(Diagnostic {
@@ -56,14 +64,14 @@ impl Checker<'_> {
         });
     }
 
-    fn positive(&mut self, path: &[Seg], value: Duration) -> Duration {
+    pub(crate) fn positive(&mut self, path: &[Seg], value: Duration) -> Duration {
         if value.is_zero() {
             self.error(path, "must be greater than zero");
         }
         value
     }
 
-    fn url(&mut self, path: &[Seg], value: &str) -> Option<reqwest::Url> {
+    pub(crate) fn url(&mut self, path: &[Seg], value: &str) -> Option<reqwest::Url> {
         match reqwest::Url::parse(value.trim()) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
                 if url.query().is_some() || url.fragment().is_some() {
@@ -85,11 +93,11 @@ impl Checker<'_> {
     }
 }
 
-fn key(k: &'static str) -> Seg {
+pub(crate) fn key(k: &'static str) -> Seg {
     Seg::Key(k)
 }
 
-fn resolve(base: &Path, value: &str) -> PathBuf {
+pub(crate) fn resolve(base: &Path, value: &str) -> PathBuf {
     let path = PathBuf::from(value);
     if path.is_absolute() {
         path
@@ -143,7 +151,27 @@ pub(super) fn validate(
         });
         HttpSettings { listen: addr }
     });
-    let hooks = validate_hooks(&mut c, raw.hooks);
+    let upload = raw
+        .upload
+        .and_then(|u| upload::validate_upload(&mut c, u, &base, env));
+    let hooks = validate_hooks(&mut c, raw.hooks, upload.is_some());
+    let watch = match raw.watch.tickets_dir {
+        Some(dir) if dir.trim().is_empty() => {
+            c.error(&[key("watch"), key("tickets_dir")], "must not be empty");
+            WatchSettings {
+                tickets_dir: base.join(DEFAULT_TICKETS_DIR),
+                explicit: false,
+            }
+        }
+        Some(dir) => WatchSettings {
+            tickets_dir: resolve(&base, &dir),
+            explicit: true,
+        },
+        None => WatchSettings {
+            tickets_dir: base.join(DEFAULT_TICKETS_DIR),
+            explicit: false,
+        },
+    };
     let tickets = validate_tickets(&mut c, raw.tickets, dms.tid);
 
     if c.diagnostics.is_empty() {
@@ -157,6 +185,8 @@ pub(super) fn validate(
             state: StateSettings { dir: state_dir },
             http,
             hooks,
+            upload,
+            watch,
             tickets,
             inline_secret_keys,
         })
@@ -211,8 +241,9 @@ fn validate_dms(c: &mut Checker<'_>, raw: RawDms) -> DmsSettings {
 /// Resolves a file path of `[credentials]`: a leading `$CREDENTIALS_DIRECTORY/` (or
 /// `${CREDENTIALS_DIRECTORY}/`) is systemd's credentials folder; other relative paths are
 /// relative to the config file's folder.
-fn resolve_credential_file(
+pub(crate) fn resolve_credential_file(
     c: &mut Checker<'_>,
+    section: &'static str,
     k: &'static str,
     value: &str,
     base: &Path,
@@ -224,7 +255,7 @@ fn resolve_credential_file(
                 Some(dir) => dir.join(rest),
                 None => {
                     c.error(
-                        &[key("credentials"), key(k)],
+                        &[key(section), key(k)],
                         "uses $CREDENTIALS_DIRECTORY, which is not set (systemd sets it with LoadCredential=)",
                     );
                     PathBuf::from(rest)
@@ -263,7 +294,9 @@ fn validate_credentials(
     let access_key_secret =
         nonempty(c, "access_key_secret", raw.access_key_secret).map(Secret::from);
     let access_key_secret_file = nonempty(c, "access_key_secret_file", raw.access_key_secret_file)
-        .map(|p| resolve_credential_file(c, "access_key_secret_file", &p, base, env));
+        .map(|p| {
+            resolve_credential_file(c, "credentials", "access_key_secret_file", &p, base, env)
+        });
     let security_token = nonempty(c, "security_token", raw.security_token).map(Secret::from);
 
     // The static keys make sense for `static`, and as the source credentials of `ram_role_arn`.
@@ -446,208 +479,81 @@ fn validate_archive(
     if max_entries == 0 {
         c.error(&path("max_entries"), "must be at least 1");
     }
+    let retention = raw.retention.map(|d| c.positive(&path("retention"), d.0));
     ArchiveSettings {
         dir,
         keep_zip: raw.keep_zip.unwrap_or(false),
         max_unpacked_bytes,
         max_entries,
+        retention,
     }
 }
 
-/// The placeholders a hook argument may use.
-pub(crate) const HOOK_PLACEHOLDERS: [&str; 3] = ["{dir}", "{order_id}", "{download_key_id}"];
+/// The placeholders a hook argument may use; `{url}` only in `on_uploaded`.
+pub(crate) const HOOK_PLACEHOLDERS: [&str; 4] =
+    ["{dir}", "{order_id}", "{download_key_id}", "{url}"];
 
-fn validate_hooks(c: &mut Checker<'_>, raw: RawHooks) -> HookSettings {
+fn validate_hook_argv(c: &mut Checker<'_>, name: &'static str, argv: &[String]) {
+    let at = [key("hooks"), key(name)];
+    match argv.first() {
+        None => c.error(
+            &at,
+            "must name a program: [\"/path/to/program\", \"{dir}\"]",
+        ),
+        Some(program) if program.trim().is_empty() => {
+            c.error(&at, "the program (first element) is empty")
+        }
+        _ => {}
+    }
+    let allowed: &[&str] = if name == "on_uploaded" {
+        &HOOK_PLACEHOLDERS
+    } else {
+        &HOOK_PLACEHOLDERS[..3]
+    };
+    for (i, arg) in argv.iter().enumerate() {
+        let mut rest = arg.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(len) = rest[open..].find('}') else {
+                break;
+            };
+            let placeholder = &rest[open..open + len + 1];
+            if !allowed.contains(&placeholder) {
+                c.error(
+                    &[key("hooks"), key(name), Seg::Index(i)],
+                    format!(
+                        "unknown placeholder {placeholder}; use {} or {}",
+                        allowed[..allowed.len() - 1].join(", "),
+                        allowed[allowed.len() - 1]
+                    ),
+                );
+            }
+            rest = &rest[open + len + 1..];
+        }
+    }
+}
+
+fn validate_hooks(c: &mut Checker<'_>, raw: RawHooks, uploads: bool) -> HookSettings {
     let path = |k| [key("hooks"), key(k)];
     if let Some(argv) = &raw.on_archived {
-        match argv.first() {
-            None => c.error(
-                &path("on_archived"),
-                "must name a program: [\"/path/to/program\", \"{dir}\"]",
-            ),
-            Some(program) if program.trim().is_empty() => {
-                c.error(&path("on_archived"), "the program (first element) is empty")
-            }
-            _ => {}
+        validate_hook_argv(c, "on_archived", argv);
+    }
+    if let Some(argv) = &raw.on_uploaded {
+        validate_hook_argv(c, "on_uploaded", argv);
+        if !uploads {
+            c.error(
+                &path("on_uploaded"),
+                "runs after an upload, but there is no [upload] section",
+            );
         }
-        for (i, arg) in argv.iter().enumerate() {
-            let mut rest = arg.as_str();
-            while let Some(open) = rest.find('{') {
-                let Some(len) = rest[open..].find('}') else {
-                    break;
-                };
-                let placeholder = &rest[open..open + len + 1];
-                if !HOOK_PLACEHOLDERS.contains(&placeholder) {
-                    c.error(
-                        &[key("hooks"), key("on_archived"), Seg::Index(i)],
-                        format!("unknown placeholder {placeholder}; use {{dir}}, {{order_id}} or {{download_key_id}}"),
-                    );
-                }
-                rest = &rest[open + len + 1..];
-            }
-        }
+    }
+    let max_attempts = raw.max_attempts.unwrap_or(HOOK_MAX_ATTEMPTS);
+    if max_attempts == 0 {
+        c.error(&path("max_attempts"), "must be at least 1");
     }
     HookSettings {
         on_archived: raw.on_archived,
+        on_uploaded: raw.on_uploaded,
         timeout: c.positive(&path("timeout"), raw.timeout.map_or(HOOK_TIMEOUT, |d| d.0)),
-    }
-}
-
-fn validate_tickets(
-    c: &mut Checker<'_>,
-    raw: Vec<RawTicket>,
-    default_tid: Option<i64>,
-) -> Vec<TicketSpec> {
-    let mut seen = HashSet::new();
-    let mut tickets = Vec::with_capacity(raw.len());
-    for (i, t) in raw.into_iter().enumerate() {
-        let at = |k: &'static str| [key("tickets"), Seg::Index(i), key(k)];
-        if t.order_id <= 0 {
-            c.error(
-                &at("order_id"),
-                format!("{} is not a ticket id (must be positive)", t.order_id),
-            );
-        }
-        if let Some(tid) = t.tid
-            && tid <= 0
-        {
-            c.error(
-                &at("tid"),
-                format!("{tid} is not a tenant id (must be positive)"),
-            );
-        }
-        let source = match (t.download_key_id, t.export) {
-            (Some(_), Some(_)) => {
-                c.error(
-                    &at("export"),
-                    "set download_key_id (an existing export) or export (start one), not both",
-                );
-                continue;
-            }
-            (None, None) => {
-                c.error(
-                    &[key("tickets"), Seg::Index(i)],
-                    "needs download_key_id (an existing export) or export (start one)",
-                );
-                continue;
-            }
-            (Some(k), None) => {
-                if k.trim().is_empty() || k.trim() != k || k.chars().any(char::is_control) {
-                    c.error(
-                        &at("download_key_id"),
-                        format!("{k:?} is not a DownloadKeyId"),
-                    );
-                }
-                TicketSource::Existing { download_key_id: k }
-            }
-            (None, Some(e)) => TicketSource::Export(Box::new(validate_export(c, i, e))),
-        };
-        let identity = (t.order_id, source.clone());
-        if !seen.insert(identity) {
-            let what = match &source {
-                TicketSource::Existing { download_key_id } => format!(
-                    "order_id {} with download_key_id {download_key_id:?}",
-                    t.order_id
-                ),
-                TicketSource::Export(_) => format!("order_id {} with the same export", t.order_id),
-            };
-            c.error(
-                &[key("tickets"), Seg::Index(i), key("order_id")],
-                format!("duplicate ticket: {what} is already listed"),
-            );
-        }
-        tickets.push(TicketSpec {
-            order_id: t.order_id,
-            tid: t.tid.or(default_tid),
-            label: t.label,
-            source,
-        });
-    }
-    tickets
-}
-
-fn validate_export(c: &mut Checker<'_>, i: usize, e: RawExport) -> ExportSpec {
-    let at = |k: &'static str| [key("tickets"), Seg::Index(i), key("export"), key(k)];
-    let mut times = Vec::new();
-    for (k, v) in [
-        ("filter_start_time", &e.filter_start_time),
-        ("filter_end_time", &e.filter_end_time),
-    ] {
-        if let Some(v) = v {
-            match jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", v) {
-                Ok(t) => times.push(t),
-                Err(_) => c.error(
-                    &at(k),
-                    format!("{v:?} is not a time like \"2026-11-27 00:00:00\""),
-                ),
-            }
-        }
-    }
-    if let [start, end] = times[..]
-        && start > end
-    {
-        c.error(&at("filter_end_time"), "is before filter_start_time");
-    }
-    for (j, ty) in e.filter_types.iter().enumerate() {
-        if !["INSERT", "UPDATE", "DELETE"].contains(&ty.as_str()) {
-            c.error(
-                &[
-                    key("tickets"),
-                    Seg::Index(i),
-                    key("export"),
-                    key("filter_types"),
-                    Seg::Index(j),
-                ],
-                format!("{ty:?} is not INSERT, UPDATE or DELETE"),
-            );
-        }
-    }
-    for (j, table) in e.filter_tables.iter().enumerate() {
-        if table.trim().is_empty() {
-            c.error(
-                &[
-                    key("tickets"),
-                    Seg::Index(i),
-                    key("export"),
-                    key("filter_tables"),
-                    Seg::Index(j),
-                ],
-                "is empty",
-            );
-        }
-    }
-    let column_filter = e.column_filter.map(|f| {
-        use ColumnOperator::*;
-        let problem = match f.operator {
-            _ if f.column_name.trim().is_empty() => Some("column_name is empty"),
-            Between if f.between_start.is_none() || f.between_end.is_none() => {
-                Some("BETWEEN needs between_start and between_end")
-            }
-            In | NotIn if f.in_list.is_empty() => Some("IN and NOT_IN need in_list"),
-            Equal | NotEqual | Less | More if f.value.is_none() => {
-                Some("this operator needs value")
-            }
-            _ => None,
-        };
-        if let Some(problem) = problem {
-            c.error(&at("column_filter"), problem);
-        }
-        ColumnFilter {
-            between_end: f.between_end,
-            between_start: f.between_start,
-            column_name: f.column_name,
-            in_list: f.in_list,
-            operator: f.operator,
-            value: f.value,
-        }
-    });
-    ExportSpec {
-        rollback_sql_type: e.rollback_sql_type,
-        filter_start_time: e.filter_start_time,
-        filter_end_time: e.filter_end_time,
-        filter_tables: e.filter_tables,
-        filter_types: e.filter_types,
-        column_filter,
-        event_ids: e.event_ids,
+        max_attempts: max_attempts.max(1),
     }
 }
