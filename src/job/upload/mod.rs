@@ -1,3 +1,6 @@
-//! Sending archives to object storage: request signing and the upload client.
+//! Sending archives to object storage: OSS and S3 request signing, CRC-64 arithmetic, and the
+//! upload client.
 
+pub mod crc64;
+pub mod oss_sign;
 pub mod s3_sign;
