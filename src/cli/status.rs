@@ -1,14 +1,16 @@
 //! `dmstrack status [--json]`: every ticket's state from the state directory, without any
 //! network call: a table for people, or SPEC.md's JSON array for scripts.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::{Exit, load_config};
 use crate::config::ConfigEnv;
-use crate::watch::state::{TicketRecord, TicketState, ticket_id};
+use crate::config::UploadSettings;
+use crate::job::upload::runner::folder_url;
+use crate::watch::state::{HookState, TicketRecord, TicketState, UploadState, ticket_id};
 
 /// The last `on_archived` hook run of a ticket, as `status` shows it.
 #[derive(Debug, Serialize)]
@@ -19,7 +21,26 @@ struct HookEntry {
     detail: String,
 }
 
-/// One ticket in `status --json` (the SPEC.md fields, then download progress and the hook).
+/// `upload` in `status --json`: where the archive's upload is.
+#[derive(Debug, Serialize)]
+struct UploadEntry {
+    state: &'static str,
+    attempts: u32,
+    last_error: Option<String>,
+    url: String,
+}
+
+/// One hook's runs for a ticket.
+#[derive(Debug, Serialize)]
+struct HookRuns {
+    state: HookState,
+    attempts: u32,
+    result: Option<String>,
+    detail: Option<String>,
+}
+
+/// One ticket in `status --json`: the contract's fields, then download progress, the hooks,
+/// and whether the ticket is still configured.
 #[derive(Debug, Serialize)]
 struct StatusEntry {
     order_id: i64,
@@ -31,13 +52,33 @@ struct StatusEntry {
     next_poll_at: Option<String>,
     last_error: Option<String>,
     archive: Option<String>,
+    upload: Option<UploadEntry>,
     downloaded_bytes: Option<u64>,
     total_bytes: Option<u64>,
     hook: Option<HookEntry>,
+    hooks: BTreeMap<&'static str, HookRuns>,
+    configured: bool,
 }
 
-impl From<&TicketRecord> for StatusEntry {
-    fn from(r: &TicketRecord) -> Self {
+impl StatusEntry {
+    fn new(r: &TicketRecord, uploads: Option<&UploadSettings>, configured: bool) -> Self {
+        let upload = uploads.map(|settings| match &r.upload {
+            Some(u) => UploadEntry {
+                state: u.state.as_str(),
+                attempts: u.attempts,
+                last_error: u.last_error.clone(),
+                url: u.url.clone(),
+            },
+            // Not archived yet: it will be uploaded once it is.
+            None => UploadEntry {
+                state: UploadState::Pending.as_str(),
+                attempts: 0,
+                last_error: None,
+                url: r.download_key_id.as_deref().map_or_else(String::new, |key| {
+                    folder_url(settings, r.order_id, key)
+                }),
+            },
+        });
         Self {
             order_id: r.order_id,
             download_key_id: r.download_key_id.clone(),
@@ -51,12 +92,29 @@ impl From<&TicketRecord> for StatusEntry {
                 .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
             last_error: r.last_error.clone(),
             archive: r.archive.as_ref().map(|p| p.display().to_string()),
+            upload,
             downloaded_bytes: r.download.as_ref().map(|d| d.bytes),
             total_bytes: r.download.as_ref().and_then(|d| d.total),
             hook: r.hook.as_ref().map(|h| HookEntry {
                 result: h.result.clone(),
                 detail: h.detail.clone(),
             }),
+            hooks: r
+                .hooks
+                .iter()
+                .map(|(kind, h)| {
+                    (
+                        kind.name(),
+                        HookRuns {
+                            state: h.state,
+                            attempts: h.attempts,
+                            result: h.last.as_ref().map(|l| l.result.clone()),
+                            detail: h.last.as_ref().map(|l| l.detail.clone()),
+                        },
+                    )
+                })
+                .collect(),
+            configured,
         }
     }
 }
@@ -85,11 +143,11 @@ pub(super) fn run(path: &Path, env: &ConfigEnv, json: bool) -> Exit {
                 fresh.next_poll_at = None;
                 fresh
             });
-        entries.push(StatusEntry::from(&record));
+        entries.push(StatusEntry::new(&record, config.upload.as_ref(), true));
         shown.insert(id);
     }
     for record in records.iter().filter(|r| !shown.contains(&r.id)) {
-        entries.push(StatusEntry::from(record));
+        entries.push(StatusEntry::new(record, config.upload.as_ref(), false));
     }
     if json {
         println!(
@@ -103,7 +161,7 @@ pub(super) fn run(path: &Path, env: &ConfigEnv, json: bool) -> Exit {
 }
 
 fn print_table(entries: &[StatusEntry]) {
-    let rows: Vec<[String; 7]> = entries
+    let rows: Vec<[String; 8]> = entries
         .iter()
         .map(|e| {
             let progress = match (e.state, e.downloaded_bytes, e.total_bytes) {
@@ -118,7 +176,15 @@ fn print_table(entries: &[StatusEntry]) {
                 (TicketState::Downloading, Some(b), _) => bytesize::ByteSize(b).to_string(),
                 _ => String::new(),
             };
-            let detail = match (&e.archive, &e.last_error) {
+            let upload_error = e
+                .upload
+                .as_ref()
+                .and_then(|u| u.last_error.as_ref())
+                .filter(|_| e.state == TicketState::Archived);
+            let mut detail = match (&e.archive, &e.last_error) {
+                (_, _) if upload_error.is_some() => {
+                    format!("upload: {}", upload_error.expect("checked"))
+                }
                 (Some(archive), _) if e.state == TicketState::Archived => match &e.hook {
                     Some(hook) if hook.result == crate::job::hooks::RESULT_OK => {
                         format!("{archive} (hook ok)")
@@ -126,8 +192,19 @@ fn print_table(entries: &[StatusEntry]) {
                     Some(hook) => format!("{archive} (hook {}: {})", hook.result, hook.detail),
                     None => archive.clone(),
                 },
+                (None, _) if e.state == TicketState::Archived => match &e.upload {
+                    Some(upload) => format!("{} (local copy removed)", upload.url),
+                    None => "(local copy removed)".to_owned(),
+                },
                 (_, Some(error)) => error.clone(),
                 _ => progress,
+            };
+            if !e.configured {
+                detail = format!("(no longer configured) {detail}");
+            }
+            let upload = match &e.upload {
+                Some(upload) if e.state == TicketState::Archived => upload.state.to_owned(),
+                _ => "-".to_owned(),
             };
             [
                 e.order_id.to_string(),
@@ -136,7 +213,8 @@ fn print_table(entries: &[StatusEntry]) {
                 e.state.as_str().to_owned(),
                 e.last_status.clone().unwrap_or_else(|| "-".into()),
                 e.next_poll_at.clone().unwrap_or_else(|| "-".into()),
-                detail,
+                upload,
+                detail.trim_end().to_owned(),
             ]
         })
         .collect();
@@ -147,6 +225,7 @@ fn print_table(entries: &[StatusEntry]) {
         "STATE",
         "LAST STATUS",
         "NEXT POLL",
+        "UPLOAD",
         "DETAIL",
     ];
     let mut widths = header.map(str::len);

@@ -49,11 +49,16 @@ pub struct CredentialEnv {
 }
 
 impl CredentialEnv {
-    /// Captures the `ALIBABA_CLOUD_*` and proxy variables of this process and its home folder.
+    /// Captures the `ALIBABA_CLOUD_*`, `AWS_*` (S3 uploads) and proxy variables of this
+    /// process and its home folder.
     pub fn from_process() -> Self {
         let vars = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, _)| k.starts_with("ALIBABA_CLOUD_") || PROXY_VARS.contains(&k.as_str()));
+            .filter(|(k, _)| {
+                k.starts_with("ALIBABA_CLOUD_")
+                    || k.starts_with("AWS_")
+                    || PROXY_VARS.contains(&k.as_str())
+            });
         Self::from_vars(vars, std::env::home_dir())
     }
 
@@ -70,7 +75,7 @@ impl CredentialEnv {
 
     /// The value of a variable when it is set and not blank (the SDKs treat an empty value as
     /// unset).
-    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.vars
             .get(name)
             .map(String::as_str)

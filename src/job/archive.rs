@@ -124,6 +124,29 @@ impl ArchiveLayout {
         self.work_dir().join("staging")
     }
 
+    fn trash_dir(&self) -> PathBuf {
+        self.work_dir().join("trash")
+    }
+
+    /// Removes a published archive folder so that no reader ever sees it half removed: one
+    /// rename into the work folder (same filesystem), then the delete. A crash in between
+    /// leaves it in the trash, emptied at the next start.
+    pub fn remove_atomically(&self, dir: &Path, ticket_id: &str) -> std::io::Result<()> {
+        let trash = self.trash_dir();
+        std::fs::create_dir_all(&trash)?;
+        let target = tempfile::Builder::new()
+            .prefix(&format!("{ticket_id}-"))
+            .tempdir_in(&trash)?
+            .keep();
+        // The rename needs a free name: the empty temp folder makes one and goes.
+        std::fs::remove_dir(&target)?;
+        std::fs::rename(dir, &target)?;
+        if let Some(parent) = dir.parent() {
+            let _ = sync_dir(parent);
+        }
+        std::fs::remove_dir_all(&target)
+    }
+
     /// Creates the root and the work folders.
     pub fn ensure(&self) -> Result<(), PublishError> {
         for dir in [self.downloads_dir(), self.staging_dir()] {
@@ -170,14 +193,16 @@ impl ArchiveLayout {
     }
 
     /// Start-up cleanup: every staging folder (publishing is one rename, so anything left in
-    /// staging is an interrupted extraction) and every partial download not in `keep`
-    /// (ticket ids still in progress). Returns what was removed.
+    /// staging is an interrupted extraction), the trash (folders being removed), and every
+    /// partial download not in `keep` (ticket ids still in progress). Returns what was removed.
     pub fn clean_stale(&self, keep: &HashSet<String>) -> Vec<PathBuf> {
         let mut removed = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(self.staging_dir()) {
-            for entry in entries.flatten() {
-                if std::fs::remove_dir_all(entry.path()).is_ok() {
-                    removed.push(entry.path());
+        for dir in [self.staging_dir(), self.trash_dir()] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    if std::fs::remove_dir_all(entry.path()).is_ok() {
+                        removed.push(entry.path());
+                    }
                 }
             }
         }
@@ -270,6 +295,23 @@ pub fn path_safe(key: &str) -> String {
 /// fsync a directory, so a rename inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The name of the zip kept in an archive folder, from the object's key: its file name when
+/// that is a plain name (`x_REDO_31201_207.zip`), else `export.zip`.
+pub fn kept_zip_name(object: &str) -> String {
+    let name = object.rsplit('/').next().unwrap_or_default();
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['\\', '\0'])
+        && name != MANIFEST
+        && name != FILES_DIR;
+    match (plain, name.ends_with(".zip")) {
+        (true, true) => name.to_owned(),
+        (true, false) => format!("{name}.zip"),
+        (false, _) => "export.zip".to_owned(),
+    }
 }
 
 /// `archived_at`: RFC 3339 UTC, whole seconds.

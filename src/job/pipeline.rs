@@ -51,6 +51,15 @@ pub struct PipelineContext {
     pub download: DownloadSettings,
     /// `download.concurrency`: one limit for the life of the process (resized on reload).
     pub permits: ConcurrencyLimit,
+    /// With `[upload] content = "zip"` the zip is kept until its upload is confirmed.
+    pub upload_zip: bool,
+}
+
+impl PipelineContext {
+    /// Whether a published archive keeps the downloaded zip beside its manifest.
+    pub fn keeps_zip(&self) -> bool {
+        self.archive.keep_zip || self.upload_zip
+    }
 }
 
 /// Which run of which ticket a job belongs to. A ticket removed and added again by two
@@ -130,13 +139,27 @@ pub enum JobPhase {
     Extracting,
 }
 
+/// What a job reports while it runs.
+#[derive(Debug)]
+pub enum JobEventKind {
+    /// A download job entered a phase.
+    Phase(JobPhase),
+    /// An upload job took a step the ticket's state must record.
+    Upload {
+        /// The step.
+        step: crate::job::upload::progress::UploadStep,
+        /// Answered once the step is durable, when the job waits for that.
+        durable: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    },
+}
+
 /// Progress a job reports while it runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct JobEvent {
     /// Whose job.
     pub tag: JobTag,
-    /// The phase entered.
-    pub phase: JobPhase,
+    /// What happened.
+    pub kind: JobEventKind,
 }
 
 /// Runs a job to its end.
@@ -156,7 +179,7 @@ pub async fn run_job(
     };
     let _ = events.send(JobEvent {
         tag: job.tag.clone(),
-        phase: JobPhase::Downloading,
+        kind: JobEventKind::Phase(JobPhase::Downloading),
     });
     let part = ctx.layout.part_path(&job.tag.ticket_id);
     let mut rng = fastrand::Rng::new();
@@ -234,7 +257,7 @@ pub async fn run_job(
 
         let _ = events.send(JobEvent {
             tag: job.tag.clone(),
-            phase: JobPhase::Extracting,
+            kind: JobEventKind::Phase(JobPhase::Extracting),
         });
         match extract_and_publish(&ctx, &job, &part, &fetched, &cancel).await {
             Ok(outcome) => return outcome,
@@ -335,7 +358,10 @@ async fn extract_and_publish(
         },
         files: Vec::new(),
     };
-    let keep_zip = ctx.archive.keep_zip.then(|| zip_file_name(&job.url));
+    // With uploads of the zip, the zip stays beside the manifest until its upload is confirmed.
+    let keep_zip = ctx
+        .keeps_zip()
+        .then(|| archive::kept_zip_name(&job.url.object()));
     let part = part.to_owned();
     let cancel = cancel.clone();
     // Extraction and publishing are blocking file work; in `spawn_blocking` they also run to
@@ -413,20 +439,4 @@ async fn adopt_existing(layout: &ArchiveLayout, job: &Job) -> Option<JobOutcome>
     .await
     .ok()
     .flatten()
-}
-
-/// The kept zip's name: the object's file name when it is a plain name, `export.zip` else.
-fn zip_file_name(url: &SignedUrl) -> String {
-    let name = url.file_name();
-    let plain = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\', '\0'])
-        && name != archive::MANIFEST
-        && name != FILES_DIR;
-    match (plain, name.ends_with(".zip")) {
-        (true, true) => name,
-        (true, false) => format!("{name}.zip"),
-        (false, _) => "export.zip".to_owned(),
-    }
 }

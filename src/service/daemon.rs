@@ -16,11 +16,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ConfigEnv};
 use crate::credentials::{CredentialEnv, CredentialProvider};
-use crate::dms::DmsClient;
 use crate::job::archive::ArchiveLayout;
-use crate::job::download::Downloader;
-use crate::job::limit::ConcurrencyLimit;
-use crate::job::pipeline::PipelineContext;
+use super::services::{Limits, build_services};
 use crate::net::ratelimit::RateLimiter;
 use crate::service::http::HttpState;
 use crate::service::notify::Notifier;
@@ -44,6 +41,9 @@ pub enum StartError {
     /// The HTTP client could not be built, or the listener could not bind.
     #[error("{0}")]
     Http(String),
+    /// The upload target's settings or keys are unusable.
+    #[error("{0}")]
+    Upload(String),
 }
 
 impl StartError {
@@ -65,41 +65,6 @@ impl StartError {
 pub struct RunOptions {
     /// Stop when every ticket is terminal.
     pub once: bool,
-}
-
-/// Builds what the scheduler uses from a config.
-pub fn build_services(
-    config: &Config,
-    credentials: CredentialProvider,
-    limiter: Arc<RateLimiter>,
-    telemetry: Telemetry,
-    downloads: ConcurrencyLimit,
-) -> Result<Services, StartError> {
-    let http_error = |e| {
-        StartError::Http(format!(
-            "cannot build the HTTP client: {}",
-            crate::net::transport_error_text(e)
-        ))
-    };
-    let dms =
-        DmsClient::new(&config.dms, credentials, limiter, telemetry.clone()).map_err(http_error)?;
-    let downloader =
-        Downloader::new(&config.download, Arc::clone(&telemetry.metrics)).map_err(http_error)?;
-    let pipeline = PipelineContext {
-        dms: dms.clone(),
-        downloader,
-        layout: ArchiveLayout::new(&config.archive.dir),
-        archive: config.archive.clone(),
-        download: config.download,
-        permits: downloads,
-    };
-    Ok(Services {
-        dms,
-        pipeline: Arc::new(pipeline),
-        poll: config.poll,
-        telemetry,
-        hooks: config.hooks.clone(),
-    })
 }
 
 /// The state store and the locks on the state and archive folders.
@@ -149,15 +114,13 @@ pub struct Daemon {
     env: ConfigEnv,
     credential_env: CredentialEnv,
     telemetry: Telemetry,
-    limiter: Arc<RateLimiter>,
+    limits: Limits,
     notifier: Arc<Notifier>,
     scheduler: Scheduler,
     summary: watch::Receiver<Summary>,
     control: mpsc::Sender<Control>,
     control_rx: mpsc::Receiver<Control>,
     http_stop: CancellationToken,
-    /// `download.concurrency`, one limit across reloads.
-    downloads: ConcurrencyLimit,
     /// The state and archive folders are this process's while it runs.
     _locks: [DirLock; 2],
     /// Where the listener is bound, when `[http]` is set.
@@ -213,15 +176,21 @@ impl Daemon {
                 debug!(path = %path.display(), "removed a stale staging folder or partial download");
             }
         }
-        let limiter = Arc::new(RateLimiter::new(config.dms.max_requests_per_second));
-        let downloads = ConcurrencyLimit::new(config.download.concurrency);
-        let services = build_services(
-            &config,
-            credentials,
-            Arc::clone(&limiter),
-            telemetry.clone(),
-            downloads.clone(),
-        )?;
+        let limits = Limits::new(&config);
+        let services = {
+            let (config, credential_env, limits, telemetry) = (
+                config.clone(),
+                credential_env.clone(),
+                limits.clone(),
+                telemetry.clone(),
+            );
+            // Reads secret files: off the async workers.
+            tokio::task::spawn_blocking(move || {
+                build_services(&config, credentials, &credential_env, &limits, telemetry)
+            })
+            .await
+            .map_err(|e| StartError::Storage(format!("building the clients failed: {e}")))??
+        };
         let (summary_tx, summary) = watch::channel(Summary::default());
         let notifier = Arc::new(notifier);
         // The loop's tick doubles as the systemd watchdog ping, at half WATCHDOG_USEC.
@@ -256,14 +225,13 @@ impl Daemon {
             env,
             credential_env,
             telemetry,
-            limiter,
+            limits,
             notifier,
             scheduler,
             summary,
             control,
             control_rx,
             http_stop,
-            downloads,
             _locks: locks,
             http_addr,
         })
@@ -287,14 +255,13 @@ impl Daemon {
             env,
             credential_env,
             telemetry,
-            mut limiter,
+            mut limits,
             notifier,
             scheduler,
             mut summary,
             control,
             control_rx,
             http_stop,
-            downloads,
             _locks,
             ..
         } = self;
@@ -314,22 +281,24 @@ impl Daemon {
                     notifier.reloading();
                     let prepared = {
                         let (config, env, credential_env) = (config.clone(), env.clone(), credential_env.clone());
-                        let (telemetry, limiter, downloads) = (telemetry.clone(), Arc::clone(&limiter), downloads.clone());
+                        let (telemetry, limits) = (telemetry.clone(), limits.clone());
                         // Reading the file and the credential files is blocking work.
                         tokio::task::spawn_blocking(move || {
-                            reload(&config, &env, &credential_env, &telemetry, &limiter, downloads)
+                            reload(&config, &env, &credential_env, &telemetry, &limits)
                         })
                         .await
                         .unwrap_or_else(|e| Err(format!("reload task failed: {e}")))
                     };
                     match prepared {
-                        Ok((new_config, new_limiter, services)) => {
+                        Ok((new_config, new_limits, services)) => {
                             let tickets = new_config.tickets.clone();
-                            let concurrency = new_config.download.concurrency;
                             if control.send(Control::Reload { tickets, services: Box::new(services) }).await.is_ok() {
-                                downloads.resize(concurrency);
+                                new_limits.downloads.resize(new_config.download.concurrency);
+                                if let Some(upload) = &new_config.upload {
+                                    new_limits.uploads.resize(upload.concurrency);
+                                }
                                 config = new_config;
-                                limiter = new_limiter;
+                                limits = new_limits;
                                 reload_error = None;
                                 info!(config = %config.source.display(), tickets = config.tickets.len(), "config reloaded");
                             }
@@ -380,9 +349,8 @@ fn reload(
     env: &ConfigEnv,
     credential_env: &CredentialEnv,
     telemetry: &Telemetry,
-    limiter: &Arc<RateLimiter>,
-    downloads: ConcurrencyLimit,
-) -> Result<(Config, Arc<RateLimiter>, Services), String> {
+    limits: &Limits,
+) -> Result<(Config, Limits, Services), String> {
     let mut new = Config::load(&current.source, env).map_err(|e| e.to_string())?;
     for (name, changed) in [
         ("state.dir", new.state.dir != current.state.dir),
@@ -402,18 +370,11 @@ fn reload(
     let credentials = CredentialProvider::new(&new.credentials, credential_env.clone())
         .map_err(|e| format!("credentials: {e}"))?;
     // The rate limit holds across the swap unless the rate itself changed.
-    let limiter = if new.dms.max_requests_per_second == current.dms.max_requests_per_second {
-        Arc::clone(limiter)
-    } else {
-        Arc::new(RateLimiter::new(new.dms.max_requests_per_second))
-    };
-    let services = build_services(
-        &new,
-        credentials,
-        Arc::clone(&limiter),
-        telemetry.clone(),
-        downloads,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok((new, limiter, services))
+    let mut limits = limits.clone();
+    if new.dms.max_requests_per_second != current.dms.max_requests_per_second {
+        limits.rate = Arc::new(RateLimiter::new(new.dms.max_requests_per_second));
+    }
+    let services = build_services(&new, credentials, credential_env, &limits, telemetry.clone())
+        .map_err(|e| e.to_string())?;
+    Ok((new, limits, services))
 }

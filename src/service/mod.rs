@@ -5,3 +5,4 @@ pub mod daemon;
 pub mod http;
 pub mod logging;
 pub mod notify;
+pub mod services;

@@ -41,6 +41,17 @@ struct State {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookResult {
+    hook: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Operation {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Version {
     version: &'static str,
 }
@@ -58,7 +69,14 @@ pub struct Metrics {
     download_bytes: Counter,
     tickets: Family<State, Gauge>,
     last_archive: Gauge<f64, AtomicU64>,
-    hooks: Family<ResultLabel, Counter>,
+    hooks: Family<HookResult, Counter>,
+    uploads: Family<ResultLabel, Counter>,
+    upload_bytes: Counter,
+    upload_objects: Family<ResultLabel, Counter>,
+    upload_failures: Family<Operation, Counter>,
+    upload_queue: Gauge,
+    upload_duration: Histogram,
+    retention_removed: Counter,
     state_commits: Counter,
     state_records: Counter,
     state_commit_duration: Histogram,
@@ -122,11 +140,54 @@ impl Metrics {
             "Unix time of the last archive published by this process",
             last_archive.clone(),
         );
-        let hooks = Family::<ResultLabel, Counter>::default();
+        let hooks = Family::<HookResult, Counter>::default();
         registry.register(
             "dmstrack_hook_runs",
-            "on_archived hook runs by result",
+            "Hook runs by hook (on_archived, on_uploaded) and result (ok, failed, timeout)",
             hooks.clone(),
+        );
+        let uploads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "dmstrack_uploads",
+            "Upload jobs by how they ended (uploaded, retry, failed, cancelled)",
+            uploads.clone(),
+        );
+        let upload_bytes = Counter::default();
+        registry.register(
+            "dmstrack_upload_bytes",
+            "Bytes sent to the upload target",
+            upload_bytes.clone(),
+        );
+        let upload_objects = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "dmstrack_upload_objects",
+            "Objects confirmed in the upload target: sent, or skipped (already there)",
+            upload_objects.clone(),
+        );
+        let upload_failures = Family::<Operation, Counter>::default();
+        registry.register(
+            "dmstrack_upload_request_failures",
+            "Failed requests to the upload target by operation (each retry counts)",
+            upload_failures.clone(),
+        );
+        let upload_queue = Gauge::default();
+        registry.register(
+            "dmstrack_upload_queue",
+            "Tickets whose upload is pending or running",
+            upload_queue.clone(),
+        );
+        // 1 s … ~9 h: from a small zip on a LAN to a large one behind retries.
+        let upload_duration = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        registry.register(
+            "dmstrack_upload_duration_seconds",
+            "Time from publish to a confirmed upload, per ticket",
+            upload_duration.clone(),
+        );
+        let retention_removed = Counter::default();
+        registry.register(
+            "dmstrack_retention_removed",
+            "Local archive folders removed by archive.retention",
+            retention_removed.clone(),
         );
         let state_commits = Counter::default();
         registry.register(
@@ -174,6 +235,13 @@ impl Metrics {
             tickets,
             last_archive,
             hooks,
+            uploads,
+            upload_bytes,
+            upload_objects,
+            upload_failures,
+            upload_queue,
+            upload_duration,
+            retention_removed,
             state_commits,
             state_records,
             state_commit_duration,
@@ -216,13 +284,50 @@ impl Metrics {
     }
 
     /// A hook ran (`ok`, `failed`, `timeout`).
-    pub fn hook(&self, result: &str) {
+    pub fn hook(&self, hook: &'static str, result: &str) {
         let result = match result {
             "ok" => "ok",
             "timeout" => "timeout",
             _ => "failed",
         };
-        self.hooks.get_or_create(&ResultLabel { result }).inc();
+        self.hooks.get_or_create(&HookResult { hook, result }).inc();
+    }
+
+    /// An upload job ended (`uploaded`, `retry`, `failed`, `cancelled`).
+    pub fn upload(&self, result: &'static str) {
+        self.uploads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Bytes sent to the upload target.
+    pub fn upload_bytes(&self, bytes: u64) {
+        self.upload_bytes.inc_by(bytes);
+    }
+
+    /// An object was confirmed (`sent`, `skipped`).
+    pub fn upload_object(&self, result: &'static str) {
+        self.upload_objects.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// A request to the upload target failed.
+    pub fn upload_failure(&self, operation: &'static str) {
+        self.upload_failures
+            .get_or_create(&Operation { operation })
+            .inc();
+    }
+
+    /// Tickets waiting for or running an upload.
+    pub fn set_upload_queue(&self, tickets: usize) {
+        self.upload_queue.set(tickets as i64);
+    }
+
+    /// A ticket's upload was confirmed this long after its publish.
+    pub fn upload_took(&self, seconds: f64) {
+        self.upload_duration.observe(seconds);
+    }
+
+    /// `archive.retention` removed a local folder.
+    pub fn retention_removed(&self) {
+        self.retention_removed.inc();
     }
 
     /// A state commit of `records` records took `seconds`.
@@ -281,7 +386,7 @@ mod tests {
         metrics.poll("DOWNLOAD_SUCCESS");
         metrics.download("archived");
         metrics.download_bytes(1234);
-        metrics.hook("ok");
+        metrics.hook("on_archived", "ok");
         metrics.archived_now();
         let text = metrics.encode();
         for expected in [
@@ -291,7 +396,7 @@ mod tests {
             "dmstrack_downloads_total{result=\"archived\"} 1",
             "dmstrack_download_bytes_total 1234",
             "dmstrack_tickets{state=\"waiting\"} 0",
-            "dmstrack_hook_runs_total{result=\"ok\"} 1",
+            "dmstrack_hook_runs_total{hook=\"on_archived\",result=\"ok\"} 1",
             "dmstrack_build_info{version=\"",
             "# TYPE dmstrack_last_archive_timestamp_seconds gauge",
         ] {

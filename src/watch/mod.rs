@@ -17,6 +17,7 @@
 
 pub mod state;
 
+mod post;
 mod reload;
 mod tasks;
 mod tickets;
@@ -85,6 +86,10 @@ pub struct Services {
     pub telemetry: Telemetry,
     /// `[hooks]`.
     pub hooks: HookSettings,
+    /// `[upload]`: the bucket and what upload jobs share.
+    pub uploads: Option<std::sync::Arc<crate::job::upload::runner::UploadContext>>,
+    /// `archive.retention`.
+    pub retention: Option<Duration>,
 }
 
 impl Services {
@@ -118,6 +123,10 @@ pub struct Scheduler {
     once: bool,
     tickets: HashMap<String, Ticket>,
     timers: TimerQueue,
+    /// Uploads and hooks due (after the archive), by ticket and kind of work.
+    post_timers: TimerQueue<(String, post::PostWork)>,
+    /// Tickets whose upload, hooks or clean-up are not final yet (`run --once` waits).
+    post_pending: HashSet<String>,
     /// Status queries, export requests and record loads in flight.
     polls: JoinSet<TaskResult>,
     /// Download jobs and hooks in flight.
@@ -178,6 +187,8 @@ impl Scheduler {
             once,
             tickets: HashMap::new(),
             timers: TimerQueue::default(),
+            post_timers: TimerQueue::default(),
+            post_pending: HashSet::new(),
             polls: JoinSet::new(),
             jobs: JoinSet::new(),
             loads: JoinSet::new(),
@@ -301,6 +312,7 @@ impl Scheduler {
         let mut next_heartbeat = Instant::now();
         let interrupted = loop {
             self.start_due_work();
+            self.start_due_post_work();
             if self.auth_failure.is_some() {
                 break false;
             }
@@ -309,6 +321,7 @@ impl Scheduler {
                 && self.jobs.is_empty()
                 && self.loads.is_empty()
                 && self.counts.active() == 0
+                && self.post_pending.is_empty()
             {
                 break false;
             }
@@ -316,6 +329,10 @@ impl Scheduler {
                 self.timers.next()
             } else {
                 None
+            };
+            let next_due = match (next_due, self.post_timers.next()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             let downloading = self.counts.downloading > 0;
             tokio::select! {
@@ -346,14 +363,15 @@ impl Scheduler {
             }
         };
         self.stop().await;
-        let (archived, failed) =
-            self.tickets
-                .values()
-                .fold((0, 0), |(a, f), t| match t.record.state {
-                    TicketState::Archived => (a + 1, f),
-                    TicketState::Failed => (a, f + 1),
-                    _ => (a, f),
-                });
+        let (archived, failed) = self.tickets.values().fold((0, 0), |(a, f), t| {
+            if t.record.state == TicketState::Failed || self.post_work_failed(&t.record) {
+                (a, f + 1)
+            } else if t.record.state == TicketState::Archived {
+                (a + 1, f)
+            } else {
+                (a, f)
+            }
+        });
         let writer = self.writer.clone();
         let auth_failure = self.auth_failure.take();
         drop(self);
@@ -364,6 +382,19 @@ impl Scheduler {
             interrupted,
             auth_failure,
         }
+    }
+
+    /// An upload or a hook of this archived ticket ended failed.
+    fn post_work_failed(&self, record: &state::TicketRecord) -> bool {
+        let upload_failed = self.services.uploads.is_some()
+            && record
+                .upload
+                .as_ref()
+                .is_some_and(|u| u.state == state::UploadState::Failed);
+        let hook_failed = record.hooks.iter().any(|(kind, h)| {
+            h.state == state::HookState::Failed && kind.argv(&self.services.hooks).is_some()
+        });
+        upload_failed || hook_failed
     }
 
     /// Stops jobs at a safe point (partial downloads kept, nothing half-published), drops

@@ -68,6 +68,9 @@ impl Scheduler {
         };
         self.count(ticket.record.state, false);
         self.timers.cancel(id);
+        self.post_timers.cancel_where(|(ticket, _)| ticket == id);
+        self.post_pending.remove(id);
+        super::post::cancel_upload(ticket.upload_cancel);
         if let Some(cancel) = ticket.job_cancel {
             cancel.cancel();
             // Until that job has ended, a new ticket with this id must not start a job.

@@ -10,12 +10,13 @@ use tokio::task::{Id, JoinError};
 use tracing::{debug, error, info};
 
 use super::Scheduler;
-use super::state::{Committed, DownloadProgress, Durability, TicketState};
+use super::state::{DownloadProgress, Durability, TicketState};
 use crate::config::TicketSource;
 use crate::dms::{DmsError, ExportStatus};
 use crate::job::download::Progress;
-use crate::job::hooks::HookOutcome;
-use crate::job::pipeline::{Job, JobEvent, JobOutcome, JobPhase, JobTag, run_job};
+use crate::job::hooks::{HookKind, HookOutcome};
+use crate::job::upload::runner::UploadOutcome;
+use crate::job::pipeline::{Job, JobEvent, JobEventKind, JobOutcome, JobPhase, JobTag, run_job};
 use crate::net::signed_url::SignedUrl;
 
 /// What kind of work a task does.
@@ -24,7 +25,9 @@ pub(super) enum TaskKind {
     Export,
     Poll,
     Job,
-    Hook,
+    Hook(HookKind),
+    Upload,
+    Cleanup,
 }
 
 /// Who a task works for.
@@ -56,11 +59,13 @@ pub(super) enum TaskResult {
     Export(Result<String, StepError>),
     Poll(Result<ExportStatus, StepError>),
     Job(JobOutcome),
-    Hook(Option<HookOutcome>),
+    Hook(HookKind, Option<HookOutcome>),
+    Upload(UploadOutcome),
+    Cleaned(Result<super::post::Cleaned, String>),
 }
 
 impl Scheduler {
-    fn own(&mut self, task: Id, id: &str, kind: TaskKind) {
+    pub(super) fn own(&mut self, task: Id, id: &str, kind: TaskKind) {
         let generation = self.tickets[id].generation;
         self.owners.insert(
             task,
@@ -158,36 +163,6 @@ impl Scheduler {
         self.own(handle.id(), id, TaskKind::Job);
     }
 
-    /// Runs `hooks.on_archived` for a freshly published archive, as its own task, once
-    /// `archived` is durable: the ticket is archived already (a failing hook never undoes
-    /// that) and its download slot is free.
-    pub(super) fn start_hook(&mut self, id: &str, dir: std::path::PathBuf, archived: Committed) {
-        if self.services.hooks.on_archived.is_none() {
-            return;
-        }
-        let settings = self.services.hooks.clone();
-        let ticket = &self.tickets[id];
-        let order_id = ticket.spec.order_id;
-        let key = ticket.record.download_key_id.clone().unwrap_or_default();
-        let label = ticket.spec.label.clone();
-        let handle = self.jobs.spawn(async move {
-            if let Err(err) = archived.await {
-                error!(order_id, error = %err, "the archived state was not saved; the hook waits for the next start");
-                return TaskResult::Hook(None);
-            }
-            let outcome = crate::job::hooks::run_on_archived(
-                &settings,
-                &dir,
-                order_id,
-                &key,
-                label.as_deref(),
-            )
-            .await;
-            TaskResult::Hook(outcome)
-        });
-        self.own(handle.id(), id, TaskKind::Hook);
-    }
-
     /// A task ended: apply its result to its ticket, if that ticket is still the one it ran
     /// for.
     pub(super) fn joined(&mut self, joined: Result<(Id, TaskResult), JoinError>) {
@@ -244,14 +219,17 @@ impl Scheduler {
         let message = format!("internal error: a {:?} task panicked: {err}", owner.kind);
         error!(ticket = %id, error = %message, "a ticket task panicked");
         match owner.kind {
-            TaskKind::Hook => self.on_hook(
+            TaskKind::Hook(kind) => self.on_hook(
                 id,
+                kind,
                 Some(HookOutcome {
                     result: crate::job::hooks::RESULT_FAILED.to_owned(),
                     detail: message,
                     finished_at: jiff::Timestamp::now(),
                 }),
             ),
+            TaskKind::Upload => self.on_upload(id, UploadOutcome::RetryLater(message)),
+            TaskKind::Cleanup => self.on_cleaned(id, Err(message)),
             TaskKind::Job => {
                 self.handle_result(id, TaskResult::Job(JobOutcome::RetryLater(message)));
             }
@@ -269,7 +247,10 @@ impl Scheduler {
 
     fn handle_result(&mut self, id: &str, result: TaskResult) {
         if let Some(ticket) = self.tickets.get_mut(id)
-            && !matches!(result, TaskResult::Hook(_))
+            && matches!(
+                result,
+                TaskResult::Export(_) | TaskResult::Poll(_) | TaskResult::Job(_)
+            )
         {
             ticket.busy = false;
         }
@@ -277,22 +258,36 @@ impl Scheduler {
             TaskResult::Export(result) => self.on_export(id, result),
             TaskResult::Poll(result) => self.on_poll(id, result),
             TaskResult::Job(outcome) => self.on_job(id, outcome),
-            TaskResult::Hook(outcome) => self.on_hook(id, outcome),
+            TaskResult::Hook(kind, outcome) => self.on_hook(id, kind, outcome),
+            TaskResult::Upload(outcome) => self.on_upload(id, outcome),
+            TaskResult::Cleaned(result) => self.on_cleaned(id, result),
         }
     }
 
-    /// A job entered a phase.
+    /// A job reported progress.
     pub(super) fn on_event(&mut self, event: JobEvent) {
+        let id = event.tag.ticket_id;
         let current = self
             .tickets
-            .get(&event.tag.ticket_id)
-            .is_some_and(|t| t.generation == event.tag.generation && t.job_cancel.is_some());
-        if current {
-            let state = match event.phase {
-                JobPhase::Downloading => TicketState::Downloading,
-                JobPhase::Extracting => TicketState::Extracting,
-            };
-            self.transition(&event.tag.ticket_id, state, None);
+            .get(&id)
+            .is_some_and(|t| t.generation == event.tag.generation);
+        match event.kind {
+            JobEventKind::Phase(phase) => {
+                if current && self.tickets[&id].job_cancel.is_some() {
+                    let state = match phase {
+                        JobPhase::Downloading => TicketState::Downloading,
+                        JobPhase::Extracting => TicketState::Extracting,
+                    };
+                    self.transition(&id, state, None);
+                }
+            }
+            JobEventKind::Upload { step, durable } => {
+                if current {
+                    self.on_upload_step(&id, step, durable);
+                } else if let Some(reply) = durable {
+                    let _ = reply.send(Err("the ticket was removed".into()));
+                }
+            }
         }
     }
 

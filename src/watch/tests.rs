@@ -12,9 +12,7 @@ use super::tasks::{TaskKind, TaskOwner, TaskResult};
 use super::{LoadedTicket, Scheduler, Services};
 use crate::config::{Config, ConfigEnv, TicketSpec};
 use crate::credentials::{CredentialEnv, CredentialProvider};
-use crate::job::limit::ConcurrencyLimit;
 use crate::job::pipeline::JobOutcome;
-use crate::net::ratelimit::RateLimiter;
 use crate::telemetry::{Summary, Telemetry};
 
 const KEY: &str = "e23dd7ec-a19f-4a69-8eb3-8ffd26e6abcd";
@@ -32,12 +30,12 @@ fn config(dir: &Path) -> Config {
 fn services(config: &Config) -> Services {
     let credentials =
         CredentialProvider::new(&config.credentials, CredentialEnv::from_vars([], None)).unwrap();
-    crate::service::daemon::build_services(
+    crate::service::services::build_services(
         config,
         credentials,
-        Arc::new(RateLimiter::new(100.0)),
+        &CredentialEnv::from_vars([], None),
+        &crate::service::services::Limits::new(config),
         Telemetry::default(),
-        ConcurrencyLimit::new(1),
     )
     .unwrap()
 }

@@ -97,6 +97,12 @@ pub(super) struct Ticket {
     /// A change the next API step depends on (the export key before the first poll): that
     /// step waits until it is durable.
     pub(super) barrier: Option<Committed>,
+    /// The running upload job, if any.
+    pub(super) upload_cancel: Option<CancellationToken>,
+    /// Hooks running now.
+    pub(super) hooks_running: Vec<crate::job::hooks::HookKind>,
+    /// The local clean-up after the upload runs.
+    pub(super) cleaning: bool,
 }
 
 /// `give_up_after` measured from when the ticket was first seen (wall clock), as an instant.
@@ -189,6 +195,9 @@ impl Scheduler {
             job_cancel: None,
             saved_bytes: 0,
             barrier: None,
+            upload_cancel: None,
+            hooks_running: Vec::new(),
+            cleaning: false,
         };
         self.count(ticket.record.state, true);
         self.tickets.insert(id.clone(), ticket);
@@ -198,6 +207,7 @@ impl Scheduler {
         if let Some(at) = due {
             self.schedule(&id, at);
         }
+        self.queue_post_work(&id, false);
     }
 
     /// Counts one more (`add`) or one fewer ticket in `state`.

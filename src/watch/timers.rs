@@ -6,25 +6,43 @@ use std::collections::{BTreeSet, HashMap};
 
 use tokio::time::Instant;
 
-/// Tickets by the time their next poll is due; at most one entry per ticket.
-#[derive(Debug, Default)]
-pub(super) struct TimerQueue {
-    by_time: BTreeSet<(Instant, String)>,
-    by_ticket: HashMap<String, Instant>,
+/// Keys (a ticket, or a ticket's piece of work) by the time they are due; at most one entry
+/// per key.
+#[derive(Debug)]
+pub(super) struct TimerQueue<K = String> {
+    by_time: BTreeSet<(Instant, K)>,
+    by_ticket: HashMap<K, Instant>,
 }
 
-impl TimerQueue {
-    /// Puts `id` at `at`, replacing its earlier entry.
-    pub(super) fn schedule(&mut self, id: &str, at: Instant) {
-        self.cancel(id);
-        self.by_time.insert((at, id.to_owned()));
-        self.by_ticket.insert(id.to_owned(), at);
+impl<K> Default for TimerQueue<K> {
+    fn default() -> Self {
+        Self {
+            by_time: BTreeSet::new(),
+            by_ticket: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + std::hash::Hash + Clone> TimerQueue<K> {
+    /// Puts `key` at `at`, replacing its earlier entry.
+    pub(super) fn schedule_key(&mut self, key: K, at: Instant) {
+        self.cancel_key(&key);
+        self.by_time.insert((at, key.clone()));
+        self.by_ticket.insert(key, at);
     }
 
-    /// Removes `id`'s entry, if any.
-    pub(super) fn cancel(&mut self, id: &str) {
-        if let Some(at) = self.by_ticket.remove(id) {
-            self.by_time.remove(&(at, id.to_owned()));
+    /// Removes `key`'s entry, if any.
+    pub(super) fn cancel_key(&mut self, key: &K) {
+        if let Some(at) = self.by_ticket.remove(key) {
+            self.by_time.remove(&(at, key.clone()));
+        }
+    }
+
+    /// Removes every entry whose key matches.
+    pub(super) fn cancel_where(&mut self, mut matches: impl FnMut(&K) -> bool) {
+        let keys: Vec<K> = self.by_ticket.keys().filter(|k| matches(k)).cloned().collect();
+        for key in keys {
+            self.cancel_key(&key);
         }
     }
 
@@ -33,8 +51,8 @@ impl TimerQueue {
         self.by_time.first().map(|(at, _)| *at)
     }
 
-    /// Takes the earliest ticket due at or before `now`.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<String> {
+    /// Takes the earliest key due at or before `now`.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<K> {
         let (at, _) = self.by_time.first()?;
         if *at > now {
             return None;
@@ -42,6 +60,18 @@ impl TimerQueue {
         let (_, id) = self.by_time.pop_first()?;
         self.by_ticket.remove(&id);
         Some(id)
+    }
+}
+
+impl TimerQueue<String> {
+    /// Puts ticket `id` at `at`, replacing its earlier entry.
+    pub(super) fn schedule(&mut self, id: &str, at: Instant) {
+        self.schedule_key(id.to_owned(), at);
+    }
+
+    /// Removes ticket `id`'s entry, if any.
+    pub(super) fn cancel(&mut self, id: &str) {
+        self.cancel_key(&id.to_owned());
     }
 }
 

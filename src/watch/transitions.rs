@@ -10,7 +10,6 @@ use super::Scheduler;
 use super::state::{Committed, DownloadProgress, Durability, TicketState};
 use super::tasks::StepError;
 use crate::dms::{DmsError, DownloadStatus, ExportStatus};
-use crate::job::hooks::HookOutcome;
 use crate::job::pipeline::JobOutcome;
 
 impl Scheduler {
@@ -224,6 +223,7 @@ impl Scheduler {
                     info!(order_id, download_key_id = %key, label = %label, archive = %dir.display(),
                           "the archive is already there (with its manifest); adopted, not downloaded again");
                     self.transition(id, TicketState::Archived, None);
+                    self.queue_post_work(id, false);
                 } else {
                     let ticket = self.tickets.get_mut(id).expect("present");
                     ticket.record.download = Some(DownloadProgress {
@@ -231,8 +231,8 @@ impl Scheduler {
                         total: Some(bytes),
                     });
                     info!(order_id, download_key_id = %key, label = %label, archive = %dir.display(), files, bytes, "archived");
-                    let committed = self.transition(id, TicketState::Archived, None);
-                    self.start_hook(id, dir, committed);
+                    self.transition(id, TicketState::Archived, None);
+                    self.queue_post_work(id, true);
                 }
             }
             JobOutcome::Failed(error) => {
@@ -247,13 +247,5 @@ impl Scheduler {
             JobOutcome::AuthFailed(err) => self.on_auth_failure(id, err),
             JobOutcome::Cancelled => {}
         }
-    }
-
-    pub(super) fn on_hook(&mut self, id: &str, outcome: Option<HookOutcome>) {
-        let Some(outcome) = outcome else { return };
-        self.services.telemetry.metrics.hook(&outcome.result);
-        let ticket = self.tickets.get_mut(id).expect("present");
-        ticket.record.hook = Some(outcome);
-        self.save(id, Durability::Now);
     }
 }

@@ -2,5 +2,11 @@
 //! upload client.
 
 pub mod crc64;
+pub mod digest;
+pub mod error;
+pub mod ops;
+pub mod progress;
+pub mod runner;
+pub mod store;
 pub mod oss_sign;
 pub mod s3_sign;

@@ -19,13 +19,15 @@ pub use lock::DirLock;
 pub use store::{DB_FILE, StateStore};
 pub use writer::{Committed, Durability, StateWriter};
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{TicketSource, TicketSpec};
 use crate::job::archive::path_safe;
-pub use crate::job::hooks::HookOutcome;
+pub use crate::job::hooks::{HookKind, HookOutcome};
+use crate::job::upload::progress::UploadProgress;
 
 /// Where a ticket is in its life (SPEC.md "Ticket states").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,9 +121,123 @@ pub struct TicketRecord {
     /// Download progress.
     #[serde(default)]
     pub download: Option<DownloadProgress>,
-    /// The `on_archived` hook's outcome.
+    /// The last outcome of the `on_archived` hook (as dmstrack 0.1 kept it; `hooks` has the
+    /// whole story).
     #[serde(default)]
     pub hook: Option<HookOutcome>,
+    /// Each configured hook's runs for this ticket: pending until it succeeded or ran out of
+    /// attempts, so a hook cut by a stop or crash runs again after a restart.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks: BTreeMap<HookKind, HookRecord>,
+    /// The upload of the archive, with `[upload]`.
+    #[serde(default)]
+    pub upload: Option<UploadRecord>,
+}
+
+/// Where a hook is for one ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookState {
+    /// Not run yet, or to run again (it failed, timed out, or was cut by a stop or crash).
+    Pending,
+    /// It succeeded.
+    Ok,
+    /// It failed `hooks.max_attempts` times.
+    Failed,
+}
+
+/// A hook's runs for one ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRecord {
+    /// Where it is.
+    pub state: HookState,
+    /// Runs that ended (a run cut by a stop does not count).
+    pub attempts: u32,
+    /// The last run's outcome.
+    #[serde(default)]
+    pub last: Option<HookOutcome>,
+}
+
+impl HookRecord {
+    /// A hook that has not run yet.
+    pub fn pending() -> Self {
+        Self {
+            state: HookState::Pending,
+            attempts: 0,
+            last: None,
+        }
+    }
+}
+
+/// Where an archive's upload is (`status --json`'s `upload.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadState {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// An attempt runs.
+    Uploading,
+    /// Every object is confirmed, `manifest.json` last.
+    Uploaded,
+    /// Refused for good (credentials, permissions), or not done within `poll.give_up_after`.
+    Failed,
+}
+
+impl UploadState {
+    /// The name used in status and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Uploading => "uploading",
+            Self::Uploaded => "uploaded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The upload of one archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Where it is.
+    pub state: UploadState,
+    /// Upload attempts so far.
+    pub attempts: u32,
+    /// The last problem (`None` again after a success).
+    pub last_error: Option<String>,
+    /// The remote folder, `oss://bucket/prefix/<order_id>/<key>/`.
+    pub url: String,
+    /// When the upload first became pending (`give_up_after` counts from here).
+    pub pending_since: jiff::Timestamp,
+    /// When the next attempt is due, while pending.
+    #[serde(default)]
+    pub next_attempt_at: Option<jiff::Timestamp>,
+    /// When it was confirmed.
+    #[serde(default)]
+    pub uploaded_at: Option<jiff::Timestamp>,
+    /// The local clean-up after the upload (zip removed unless `keep_zip`, folder removed
+    /// with `keep_local = false`) is done.
+    #[serde(default)]
+    pub cleaned: bool,
+    /// What is confirmed so far.
+    #[serde(default)]
+    pub progress: UploadProgress,
+}
+
+impl UploadRecord {
+    /// A new pending upload to `url`.
+    pub fn pending(url: String, now: jiff::Timestamp) -> Self {
+        Self {
+            state: UploadState::Pending,
+            attempts: 0,
+            last_error: None,
+            url,
+            pending_since: now,
+            next_attempt_at: None,
+            uploaded_at: None,
+            cleaned: false,
+            progress: UploadProgress::default(),
+        }
+    }
 }
 
 impl TicketRecord {
@@ -148,6 +264,8 @@ impl TicketRecord {
             export_requested_at: None,
             download: None,
             hook: None,
+            hooks: BTreeMap::new(),
+            upload: None,
         }
     }
 }

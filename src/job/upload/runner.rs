@@ -1,0 +1,692 @@
+//! One ticket's upload: its archive folder to `<url>/<order_id>/<download_key_id>/`, every
+//! object confirmed before the next step, `manifest.json` last (so its presence in the bucket
+//! means the upload is complete).
+//!
+//! For each object: an object already there with the same size and checksum is not sent
+//! again; one that fits in a part goes up with PutObject and `Content-MD5`; a larger one with
+//! a multipart upload whose id is durable before any part is sent, parts confirmed one by one
+//! (a restart lists the parts already there and sends only the rest), and a Complete whose
+//! answer got lost is checked with HeadObject. Confirmation: OSS's `x-oss-hash-crc64ecma`
+//! against the local CRC-64, or the ETag against the local MD5 (S3).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::digest::{FileDigest, digest_file};
+use super::error::{StoreError, StoreErrorKind};
+use super::ops::RemoteObject;
+use super::progress::{UploadProgress, UploadStep};
+use super::store::{Answer, Body, ObjectStore};
+use crate::config::{StoreKind, UploadContent, UploadSettings};
+use crate::job::archive::{FILES_DIR, MANIFEST, Manifest, kept_zip_name, path_safe};
+use crate::job::limit::ConcurrencyLimit;
+use crate::job::pipeline::{JobEvent, JobEventKind, JobTag};
+use crate::net::retry::Backoff;
+use crate::telemetry::Metrics;
+
+/// Attempts of one request within a job, for retryable failures; then the ticket's upload
+/// waits for its next turn (with a longer backoff, in the watch loop).
+const REQUEST_ATTEMPTS: u32 = 4;
+/// Between those attempts: 1 s, 2 s, 4 s, ±20 %.
+const REQUEST_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(8),
+    multiplier: 2.0,
+    jitter: 0.2,
+};
+
+/// What every upload job shares. Rebuilt on reload (but `slots` is one limit for the life of
+/// the process).
+#[derive(Debug)]
+pub struct UploadContext {
+    /// The bucket.
+    pub store: ObjectStore,
+    /// `[upload]`.
+    pub settings: UploadSettings,
+    /// `upload.concurrency`: object or part uploads at once, over every ticket.
+    pub slots: ConcurrencyLimit,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// One ticket to upload.
+#[derive(Debug)]
+pub struct UploadJob {
+    /// Whose job it is.
+    pub tag: JobTag,
+    /// The ticket.
+    pub order_id: i64,
+    /// The export's key.
+    pub download_key_id: String,
+    /// The published archive folder.
+    pub dir: PathBuf,
+    /// What earlier attempts confirmed.
+    pub progress: UploadProgress,
+}
+
+/// How an upload job ended.
+#[derive(Debug)]
+pub enum UploadOutcome {
+    /// Every object is confirmed, `manifest.json` last.
+    Uploaded {
+        /// Objects confirmed (sent or found already there).
+        objects: usize,
+        /// Bytes sent.
+        bytes: u64,
+    },
+    /// Not this time (throttling, 5xx, transport, a local read error); try again later.
+    RetryLater(String),
+    /// Refused for good (credentials, signature, permissions, bucket): an operator must act.
+    Failed(String),
+    /// Shutdown or the ticket was removed; what was confirmed is recorded.
+    Cancelled,
+}
+
+/// The remote folder of a ticket as users see it (`status`, `{url}`):
+/// `oss://bucket/prefix/<order_id>/<key>/`.
+pub fn folder_url(settings: &UploadSettings, order_id: i64, download_key_id: &str) -> String {
+    format!(
+        "{}://{}/{}",
+        settings.kind.scheme(),
+        settings.bucket,
+        folder_key(settings, order_id, download_key_id)
+    )
+}
+
+/// The key prefix of a ticket's objects, ending in `/`.
+pub fn folder_key(settings: &UploadSettings, order_id: i64, download_key_id: &str) -> String {
+    let ticket = format!("{order_id}/{}/", path_safe(download_key_id));
+    if settings.prefix.is_empty() {
+        ticket
+    } else {
+        format!("{}/{ticket}", settings.prefix)
+    }
+}
+
+/// One object to send.
+#[derive(Debug, Clone)]
+struct LocalObject {
+    key: String,
+    path: PathBuf,
+    content_type: &'static str,
+}
+
+/// The objects of a ticket, `manifest.json` last. Blocking (reads the manifest).
+fn plan(settings: &UploadSettings, job: &UploadJob) -> Result<Vec<LocalObject>, String> {
+    let manifest_path = job.dir.join(MANIFEST);
+    let manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(&manifest_path)
+            .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?,
+    )
+    .map_err(|e| format!("{} is not a manifest: {e}", manifest_path.display()))?;
+    let folder = folder_key(settings, job.order_id, &job.download_key_id);
+    let mut objects = Vec::new();
+    let zip_name = kept_zip_name(&manifest.source.object);
+    let zip = job.dir.join(&zip_name);
+    let content = match settings.content {
+        UploadContent::Zip if !zip.is_file() => {
+            warn!(order_id = job.order_id, download_key_id = %job.download_key_id, zip = %zip.display(),
+                  "the zip is not in the archive folder (archived before uploads were set up?); uploading the files instead");
+            UploadContent::Files
+        }
+        content => content,
+    };
+    match content {
+        UploadContent::Zip => objects.push(LocalObject {
+            key: format!("{folder}{zip_name}"),
+            path: zip,
+            content_type: "application/zip",
+        }),
+        UploadContent::Files => {
+            for file in &manifest.files {
+                objects.push(LocalObject {
+                    key: format!("{folder}{FILES_DIR}/{}", file.path),
+                    path: job.dir.join(FILES_DIR).join(&file.path),
+                    content_type: content_type_of(&file.path),
+                });
+            }
+        }
+    }
+    objects.push(LocalObject {
+        key: format!("{folder}{MANIFEST}"),
+        path: manifest_path,
+        content_type: "application/json",
+    });
+    Ok(objects)
+}
+
+fn content_type_of(path: &str) -> &'static str {
+    if path.ends_with(".sql") || path.ends_with(".txt") {
+        "text/plain; charset=utf-8"
+    } else if path.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// Where a job reports its steps.
+#[derive(Debug, Clone)]
+struct Reporter {
+    tag: JobTag,
+    events: mpsc::UnboundedSender<JobEvent>,
+}
+
+impl Reporter {
+    /// Records a step; waits until it is durable when it has to be.
+    async fn step(&self, step: UploadStep) -> Result<(), String> {
+        let (durable, committed) = if UploadProgress::needs_durability(&step) {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.events
+            .send(JobEvent {
+                tag: self.tag.clone(),
+                kind: JobEventKind::Upload { step, durable },
+            })
+            .map_err(|_| "the watch loop is gone".to_owned())?;
+        match committed {
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err("the ticket was removed".to_owned())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs an upload job to its end.
+pub async fn run_upload(
+    ctx: Arc<UploadContext>,
+    job: UploadJob,
+    events: mpsc::UnboundedSender<JobEvent>,
+    cancel: CancellationToken,
+) -> UploadOutcome {
+    let reporter = Reporter {
+        tag: job.tag.clone(),
+        events,
+    };
+    let objects = {
+        let settings = ctx.settings.clone();
+        let job_view = UploadJob {
+            tag: job.tag.clone(),
+            order_id: job.order_id,
+            download_key_id: job.download_key_id.clone(),
+            dir: job.dir.clone(),
+            progress: UploadProgress::default(),
+        };
+        match tokio::task::spawn_blocking(move || plan(&settings, &job_view)).await {
+            Ok(Ok(objects)) => objects,
+            Ok(Err(err)) => return UploadOutcome::RetryLater(err),
+            Err(err) => return UploadOutcome::RetryLater(format!("planning failed: {err}")),
+        }
+    };
+    let (manifest, others) = objects.split_last().expect("the manifest is always planned");
+    let mut bytes = 0u64;
+    // Everything but the manifest, several at once (each part or object holds a slot).
+    let mut running: JoinSet<Result<u64, Stop>> = JoinSet::new();
+    for object in others.iter().cloned() {
+        let (ctx, reporter, cancel) = (Arc::clone(&ctx), reporter.clone(), cancel.clone());
+        let progress = job.progress.clone();
+        running.spawn(async move { send_object(&ctx, &object, &progress, &reporter, &cancel).await });
+    }
+    let mut first_failure: Option<UploadOutcome> = None;
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok(Ok(sent)) => bytes += sent,
+            Ok(Err(stop)) => {
+                if first_failure.is_none() {
+                    // The others stop; what they confirmed is recorded.
+                    running.abort_all();
+                    first_failure = Some(stop.into());
+                }
+            }
+            Err(err) if err.is_cancelled() => {}
+            Err(err) => {
+                first_failure.get_or_insert(UploadOutcome::RetryLater(format!(
+                    "an upload task failed: {err}"
+                )));
+            }
+        }
+    }
+    if let Some(outcome) = first_failure {
+        return outcome;
+    }
+    // The manifest last: its presence in the bucket means every other object is there.
+    match send_object(&ctx, manifest, &job.progress, &reporter, &cancel).await {
+        Ok(sent) => bytes += sent,
+        Err(stop) => return stop.into(),
+    }
+    UploadOutcome::Uploaded {
+        objects: objects.len(),
+        bytes,
+    }
+}
+
+/// Why a step of a job stopped.
+#[derive(Debug)]
+enum Stop {
+    /// Shutdown or removal.
+    Cancelled,
+    /// A request failed for good, or ran out of attempts.
+    Store(&'static str, StoreError),
+    /// Anything else (a local read, the loop gone): try again later.
+    Other(String),
+}
+
+impl Stop {
+    fn kind(&self) -> Option<StoreErrorKind> {
+        match self {
+            Self::Store(_, err) => Some(err.kind),
+            _ => None,
+        }
+    }
+}
+
+impl From<Stop> for UploadOutcome {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::Cancelled => Self::Cancelled,
+            Stop::Store(what, err) if err.is_final() => Self::Failed(format!("{what}: {err}")),
+            Stop::Store(what, err) => Self::RetryLater(format!("{what}: {err}")),
+            Stop::Other(reason) => Self::RetryLater(reason),
+        }
+    }
+}
+
+/// Sends one object (or confirms it is there already); returns the bytes sent.
+async fn send_object(
+    ctx: &UploadContext,
+    object: &LocalObject,
+    progress: &UploadProgress,
+    reporter: &Reporter,
+    cancel: &CancellationToken,
+) -> Result<u64, Stop> {
+    if progress.done.contains(&object.key) {
+        return Ok(0);
+    }
+    let digest = {
+        let (path, part_size, stop) = (object.path.clone(), ctx.settings.part_size, cancel.clone());
+        match tokio::task::spawn_blocking(move || digest_file(&path, part_size, &stop)).await {
+            Ok(Ok(digest)) => digest,
+            Ok(Err(_)) if cancel.is_cancelled() => return Err(Stop::Cancelled),
+            Ok(Err(err)) => {
+                return Err(Stop::Other(format!(
+                    "cannot read {}: {err}",
+                    object.path.display()
+                )));
+            }
+            Err(err) => return Err(Stop::Other(format!("digest failed: {err}"))),
+        }
+    };
+    let label = object.key.as_str();
+    // An object already there with the same size and checksum is not sent again.
+    let remote = retrying(ctx, cancel, "HeadObject", || ctx.store.head(&object.key)).await?;
+    if remote.as_ref().is_some_and(|r| same_object(ctx.store.kind(), r, &digest)) {
+        debug!(key = label, "already in the bucket with the same size and checksum");
+        reporter
+            .step(UploadStep::ObjectDone {
+                key: object.key.clone(),
+            })
+            .await
+            .map_err(Stop::Other)?;
+        ctx.metrics.upload_object("skipped");
+        return Ok(0);
+    }
+    let sent = if digest.single() {
+        put_single(ctx, object, &digest, cancel).await?;
+        digest.size
+    } else {
+        put_multipart(ctx, object, &digest, progress, reporter, cancel).await?
+    };
+    reporter
+        .step(UploadStep::ObjectDone {
+            key: object.key.clone(),
+        })
+        .await
+        .map_err(Stop::Other)?;
+    ctx.metrics.upload_object("sent");
+    Ok(sent)
+}
+
+/// Whether a remote object is the local file: same size, and the CRC-64 (OSS) or the ETag an
+/// upload of this file would get (S3).
+fn same_object(kind: StoreKind, remote: &RemoteObject, digest: &FileDigest) -> bool {
+    if remote.size != digest.size {
+        return false;
+    }
+    match kind {
+        StoreKind::Oss => remote.crc64 == Some(digest.crc64),
+        StoreKind::S3 => remote.etag.as_deref().is_some_and(|etag| {
+            let expected = if digest.single() {
+                digest.parts[0].etag()
+            } else {
+                digest.multipart_etag()
+            };
+            etag.eq_ignore_ascii_case(&expected)
+        }),
+    }
+}
+
+/// Whether an answer to a PutObject or UploadPart confirms the bytes: OSS's CRC-64 header
+/// (else its ETag, the MD5); an S3 ETag equal to the MD5 (an ETag that is no MD5, as with
+/// SSE-KMS, leaves the check to the service, which verified `Content-MD5`).
+fn confirms(kind: StoreKind, answer: &Answer, crc64: u64, md5_hex: &str) -> Result<(), String> {
+    let etag = answer.etag().unwrap_or_default();
+    match (kind, answer.crc64()) {
+        (StoreKind::Oss, Some(remote)) if remote == crc64 => Ok(()),
+        (StoreKind::Oss, Some(remote)) => Err(format!(
+            "x-oss-hash-crc64ecma {remote} does not match the local CRC-64 {crc64}"
+        )),
+        _ if etag.eq_ignore_ascii_case(md5_hex) => Ok(()),
+        (StoreKind::S3, _) if !looks_like_md5(&etag) => Ok(()),
+        _ => Err(format!(
+            "the ETag {etag:?} does not match the local MD5 {md5_hex}"
+        )),
+    }
+}
+
+fn looks_like_md5(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+async fn put_single(
+    ctx: &UploadContext,
+    object: &LocalObject,
+    digest: &FileDigest,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    let part = &digest.parts[0];
+    let md5 = part.content_md5();
+    let _slot = ctx.slots.acquire().await;
+    retrying(ctx, cancel, "PutObject", || async {
+        let answer = ctx
+            .store
+            .put_object(
+                &object.key,
+                Body::File {
+                    path: object.path.clone(),
+                    offset: 0,
+                    len: digest.size,
+                },
+                &md5,
+                object.content_type,
+            )
+            .await?;
+        confirms(ctx.store.kind(), &answer, digest.crc64, &part.etag())
+            .map_err(StoreError::unconfirmed)
+    })
+    .await
+}
+
+async fn put_multipart(
+    ctx: &UploadContext,
+    object: &LocalObject,
+    digest: &FileDigest,
+    progress: &UploadProgress,
+    reporter: &Reporter,
+    cancel: &CancellationToken,
+) -> Result<u64, Stop> {
+    let key = object.key.as_str();
+    let part_size = digest.parts[0].len;
+    // Resume a multipart upload this ticket began (with the same part size), if the service
+    // still has it: the parts listed with the right size and MD5 are not sent again.
+    let mut resumed = None;
+    if let Some(earlier) = progress.multipart.get(key) {
+        if earlier.part_size == part_size {
+            match retrying(ctx, cancel, "ListParts", || {
+                ctx.store.list_parts(key, &earlier.upload_id)
+            })
+            .await
+            {
+                Ok(listed) => resumed = Some((earlier.upload_id.clone(), listed)),
+                Err(stop) if stop.kind() == Some(StoreErrorKind::NoSuchUpload) => {}
+                Err(stop) => return Err(stop),
+            }
+        } else {
+            // Begun with another part size: abort it (best effort) and begin again.
+            let _ = ctx.store.abort(key, &earlier.upload_id).await;
+        }
+        if resumed.is_none() {
+            reporter
+                .step(UploadStep::MultipartGone { key: key.to_owned() })
+                .await
+                .map_err(Stop::Other)?;
+        }
+    }
+    let (upload_id, listed) = match resumed {
+        Some(resumed) => resumed,
+        None => {
+            let upload_id = retrying(ctx, cancel, "InitiateMultipartUpload", || {
+                ctx.store.initiate(key, object.content_type)
+            })
+            .await?;
+            // Durable before any part is sent: a crash now resumes this upload, it does not
+            // leave it behind in the bucket.
+            reporter
+                .step(UploadStep::MultipartStarted {
+                    key: key.to_owned(),
+                    upload_id: upload_id.clone(),
+                    part_size,
+                })
+                .await
+                .map_err(Stop::Other)?;
+            (upload_id, Vec::new())
+        }
+    };
+    info!(key, upload_id = %upload_id, parts = digest.parts.len(), resumed = !listed.is_empty(), "multipart upload");
+
+    let mut sent = 0u64;
+    let mut running = JoinSet::new();
+    for (index, part) in digest.parts.iter().enumerate() {
+        let number = index as u32 + 1;
+        let already = listed.iter().any(|p| {
+            p.number == number && p.size == part.len && p.etag.eq_ignore_ascii_case(&part.etag())
+        });
+        if already {
+            continue;
+        }
+        sent += part.len;
+        let (part, path, key, upload_id) = (
+            part.clone(),
+            object.path.clone(),
+            key.to_owned(),
+            upload_id.clone(),
+        );
+        let (reporter, cancel) = (reporter.clone(), cancel.clone());
+        let kind = ctx.store.kind();
+        let store = ctx.store.clone();
+        let slots = ctx.slots.clone();
+        let ctx_view = ContextView {
+            store,
+            metrics: Arc::clone(&ctx.metrics),
+        };
+        running.spawn(async move {
+            let _slot = slots.acquire().await;
+            let md5 = part.content_md5();
+            let etag = part.etag();
+            retrying_view(&ctx_view, &cancel, "UploadPart", || async {
+                let answer = ctx_view
+                    .store
+                    .upload_part(
+                        &key,
+                        &upload_id,
+                        number,
+                        Body::File {
+                            path: path.clone(),
+                            offset: part.offset,
+                            len: part.len,
+                        },
+                        &md5,
+                    )
+                    .await?;
+                confirms(kind, &answer, part.crc64, &etag).map_err(StoreError::unconfirmed)
+            })
+            .await?;
+            reporter
+                .step(UploadStep::PartDone { key, number, etag })
+                .await
+                .map_err(Stop::Other)
+        });
+    }
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(stop)) => {
+                running.abort_all();
+                return Err(stop);
+            }
+            Err(err) if err.is_cancelled() => {}
+            Err(err) => {
+                running.abort_all();
+                return Err(Stop::Other(format!("a part task failed: {err}")));
+            }
+        }
+    }
+    if cancel.is_cancelled() {
+        return Err(Stop::Cancelled);
+    }
+
+    let parts: Vec<(u32, String)> = digest
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u32 + 1, p.etag()))
+        .collect();
+    let completed = retrying(ctx, cancel, "CompleteMultipartUpload", || async {
+        let answer = ctx.store.complete(key, &upload_id, &parts).await?;
+        confirm_complete(ctx.store.kind(), &answer, digest)
+    })
+    .await;
+    match completed {
+        Ok(()) => Ok(sent),
+        Err(Stop::Cancelled) => Err(Stop::Cancelled),
+        Err(stop) => {
+            // The service finishes a Complete whose answer got lost (and answers NoSuchUpload
+            // to a second one): what is in the bucket decides.
+            match ctx.store.head(key).await {
+                Ok(Some(remote)) if same_object(ctx.store.kind(), &remote, digest) => Ok(sent),
+                _ => {
+                    if stop.kind() == Some(StoreErrorKind::NoSuchUpload) {
+                        reporter
+                            .step(UploadStep::MultipartGone { key: key.to_owned() })
+                            .await
+                            .map_err(Stop::Other)?;
+                    }
+                    Err(stop)
+                }
+            }
+        }
+    }
+}
+
+/// Whether a CompleteMultipartUpload answer confirms the whole object.
+fn confirm_complete(kind: StoreKind, answer: &Answer, digest: &FileDigest) -> Result<(), StoreError> {
+    match (kind, answer.crc64()) {
+        (StoreKind::Oss, Some(crc)) if crc == digest.crc64 => Ok(()),
+        (StoreKind::Oss, Some(crc)) => Err(StoreError::unconfirmed(format!(
+            "the completed object's x-oss-hash-crc64ecma {crc} does not match the local CRC-64 {}",
+            digest.crc64
+        ))),
+        _ => {
+            let body = String::from_utf8_lossy(&answer.body);
+            let etag = crate::net::xml_element(&body, "ETag")
+                .trim_matches('"')
+                .to_owned();
+            let etag = if etag.is_empty() {
+                answer.etag().unwrap_or_default()
+            } else {
+                etag
+            };
+            let expected = digest.multipart_etag();
+            if kind == StoreKind::S3 && etag.eq_ignore_ascii_case(&expected) {
+                Ok(())
+            } else if kind == StoreKind::Oss || etag.is_empty() {
+                // No CRC header (OSS) or no ETag: the object's HeadObject decides.
+                Err(StoreError::unconfirmed(
+                    "the answer carries no checksum of the object".into(),
+                ))
+            } else {
+                Err(StoreError::unconfirmed(format!(
+                    "the completed object's ETag {etag:?} is not {expected:?}"
+                )))
+            }
+        }
+    }
+}
+
+/// What a part task needs of the context (owned, for a spawned task).
+struct ContextView {
+    store: ObjectStore,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs one request with retries: retryable failures back off and try again (up to
+/// [`REQUEST_ATTEMPTS`]), an expired STS token is refreshed once, anything else ends the job.
+async fn retrying<T, F, Fut>(
+    ctx: &UploadContext,
+    cancel: &CancellationToken,
+    what: &'static str,
+    attempt: F,
+) -> Result<T, Stop>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let view = ContextView {
+        store: ctx.store.clone(),
+        metrics: Arc::clone(&ctx.metrics),
+    };
+    retrying_view(&view, cancel, what, attempt).await
+}
+
+async fn retrying_view<T, F, Fut>(
+    ctx: &ContextView,
+    cancel: &CancellationToken,
+    what: &'static str,
+    mut attempt: F,
+) -> Result<T, Stop>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut rng = fastrand::Rng::new();
+    let mut refreshed = false;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            result = attempt() => result,
+        };
+        let err = match result {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        if err.kind == StoreErrorKind::TokenExpired && !refreshed {
+            info!(what, "the STS token expired; refreshing the credentials and retrying");
+            refreshed = true;
+            ctx.store.refresh_credentials();
+            tries -= 1;
+            continue;
+        }
+        ctx.metrics.upload_failure(what);
+        if !err.is_retryable() || tries >= REQUEST_ATTEMPTS {
+            return Err(Stop::Store(what, err));
+        }
+        let delay = REQUEST_BACKOFF.delay(tries - 1, &mut rng);
+        info!(what, attempt = tries, delay_ms = delay.as_millis() as u64, error = %err, "upload request failed; retrying");
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
