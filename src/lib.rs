@@ -14,6 +14,7 @@ pub mod extract;
 pub mod health;
 pub mod hooks;
 pub mod http;
+pub mod job;
 pub mod logging;
 pub mod metrics;
 pub mod net;

@@ -1128,4 +1128,6 @@ fn header_value(text: &str) -> HeaderValue {
 }
 
 #[cfg(test)]
+pub(crate) mod golden;
+#[cfg(test)]
 mod tests;

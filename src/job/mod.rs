@@ -1,0 +1,3 @@
+//! Work done on a ticket after its archive is published (upload to object storage).
+
+pub mod upload;
