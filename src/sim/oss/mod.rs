@@ -168,7 +168,8 @@ pub struct OssRequestRecord {
     pub headers: Vec<(String, String)>,
     /// The HTTP status answered; 0 when the connection was closed without an answer.
     pub status: u16,
-    /// The decoded object key when the request named one in an existing bucket.
+    /// The decoded object key the request named (presigned requests: only in the
+    /// configured bucket).
     pub key: Option<String>,
     /// The operation, when the request got that far.
     pub operation: Option<OssOperation>,
