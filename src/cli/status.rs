@@ -74,9 +74,10 @@ impl StatusEntry {
                 state: UploadState::Pending.as_str(),
                 attempts: 0,
                 last_error: None,
-                url: r.download_key_id.as_deref().map_or_else(String::new, |key| {
-                    folder_url(settings, r.order_id, key)
-                }),
+                url: r
+                    .download_key_id
+                    .as_deref()
+                    .map_or_else(String::new, |key| folder_url(settings, r.order_id, key)),
             },
         });
         Self {

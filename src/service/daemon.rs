@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::services::{Limits, build_services};
 use crate::config::{Config, ConfigEnv};
 use crate::credentials::{CredentialEnv, CredentialProvider};
 use crate::job::archive::ArchiveLayout;
-use super::services::{Limits, build_services};
 use crate::net::ratelimit::RateLimiter;
 use crate::service::http::HttpState;
 use crate::service::notify::Notifier;
@@ -374,7 +374,13 @@ fn reload(
     if new.dms.max_requests_per_second != current.dms.max_requests_per_second {
         limits.rate = Arc::new(RateLimiter::new(new.dms.max_requests_per_second));
     }
-    let services = build_services(&new, credentials, credential_env, &limits, telemetry.clone())
-        .map_err(|e| e.to_string())?;
+    let services = build_services(
+        &new,
+        credentials,
+        credential_env,
+        &limits,
+        telemetry.clone(),
+    )
+    .map_err(|e| e.to_string())?;
     Ok((new, limits, services))
 }

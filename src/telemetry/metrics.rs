@@ -305,7 +305,9 @@ impl Metrics {
 
     /// An object was confirmed (`sent`, `skipped`).
     pub fn upload_object(&self, result: &'static str) {
-        self.upload_objects.get_or_create(&ResultLabel { result }).inc();
+        self.upload_objects
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// A request to the upload target failed.

@@ -4,7 +4,6 @@
 //! ticket's state before it runs, so a stop or a crash at any point resumes it after a
 //! restart; `run --once` waits for it.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -280,14 +279,25 @@ impl Scheduler {
             hook.state = HookState::Ok;
         } else if attempts >= max_attempts {
             hook.state = HookState::Failed;
-            warn!(order_id = ticket.spec.order_id, hook = kind.name(), attempts,
-                  "the hook failed every attempt; giving up on it");
+            warn!(
+                order_id = ticket.spec.order_id,
+                hook = kind.name(),
+                attempts,
+                "the hook failed every attempt; giving up on it"
+            );
         } else {
             let delay = HOOK_BACKOFF.delay(attempts - 1, &mut self.rng);
-            info!(order_id = ticket.spec.order_id, hook = kind.name(), attempts,
-                  retry_in_ms = delay.as_millis() as u64, "the hook failed; it runs again later");
-            self.post_timers
-                .schedule_key((id.to_owned(), PostWork::Hook(kind)), Instant::now() + delay);
+            info!(
+                order_id = ticket.spec.order_id,
+                hook = kind.name(),
+                attempts,
+                retry_in_ms = delay.as_millis() as u64,
+                "the hook failed; it runs again later"
+            );
+            self.post_timers.schedule_key(
+                (id.to_owned(), PostWork::Hook(kind)),
+                Instant::now() + delay,
+            );
         }
         self.save(id, Durability::Now);
         self.refresh_post(id);
@@ -379,7 +389,8 @@ impl Scheduler {
                 } else {
                     let delay = UPLOAD_BACKOFF.delay(upload.attempts - 1, &mut self.rng);
                     upload.state = UploadState::Pending;
-                    upload.next_attempt_at = Some(super::tickets::wall_clock(Instant::now() + delay));
+                    upload.next_attempt_at =
+                        Some(super::tickets::wall_clock(Instant::now() + delay));
                     info!(order_id, download_key_id = %key, attempt = upload.attempts, error = %error,
                           retry_in_ms = delay.as_millis() as u64, "upload failed; will retry");
                     upload.last_error = Some(error);
@@ -471,7 +482,10 @@ impl Scheduler {
                     upload.cleaned = true;
                 }
                 if cleaned.folder_removed {
-                    info!(order_id = ticket.spec.order_id, "uploaded; the local archive folder is removed (keep_local = false)");
+                    info!(
+                        order_id = ticket.spec.order_id,
+                        "uploaded; the local archive folder is removed (keep_local = false)"
+                    );
                     ticket.record.archive = None;
                 }
                 self.save(id, Durability::Now);
@@ -488,7 +502,7 @@ impl Scheduler {
 fn clean_local(
     layout: &crate::job::archive::ArchiveLayout,
     id: &str,
-    dir: &PathBuf,
+    dir: &std::path::Path,
     keep_zip: bool,
     keep_local: bool,
 ) -> Result<Cleaned, String> {

@@ -15,8 +15,8 @@ use crate::config::TicketSource;
 use crate::dms::{DmsError, ExportStatus};
 use crate::job::download::Progress;
 use crate::job::hooks::{HookKind, HookOutcome};
-use crate::job::upload::runner::UploadOutcome;
 use crate::job::pipeline::{Job, JobEvent, JobEventKind, JobOutcome, JobPhase, JobTag, run_job};
+use crate::job::upload::runner::UploadOutcome;
 use crate::net::signed_url::SignedUrl;
 
 /// What kind of work a task does.

@@ -40,7 +40,12 @@ impl<K: Ord + std::hash::Hash + Clone> TimerQueue<K> {
 
     /// Removes every entry whose key matches.
     pub(super) fn cancel_where(&mut self, mut matches: impl FnMut(&K) -> bool) {
-        let keys: Vec<K> = self.by_ticket.keys().filter(|k| matches(k)).cloned().collect();
+        let keys: Vec<K> = self
+            .by_ticket
+            .keys()
+            .filter(|k| matches(k))
+            .cloned()
+            .collect();
         for key in keys {
             self.cancel_key(&key);
         }

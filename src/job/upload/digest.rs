@@ -147,7 +147,11 @@ mod tests {
         let digest = digest_file(&path, 100_000, &cancel).unwrap();
         assert_eq!(digest.size, 250_000);
         assert_eq!(
-            digest.parts.iter().map(|p| (p.offset, p.len)).collect::<Vec<_>>(),
+            digest
+                .parts
+                .iter()
+                .map(|p| (p.offset, p.len))
+                .collect::<Vec<_>>(),
             [(0, 100_000), (100_000, 100_000), (200_000, 50_000)]
         );
         assert_eq!(digest.crc64, super::super::crc64::checksum(&data));
@@ -169,7 +173,10 @@ mod tests {
         );
         let single = digest_file(&path, 1 << 20, &cancel).unwrap();
         assert!(single.single());
-        assert_eq!(single.parts[0].etag(), crate::net::signer::hex_lower(&md5::Md5::digest(&data)));
+        assert_eq!(
+            single.parts[0].etag(),
+            crate::net::signer::hex_lower(&md5::Md5::digest(&data))
+        );
         // "hello dmstrack\n", the reference's Content-MD5 example.
         assert_eq!(content_md5(b"hello dmstrack\n"), "2aNe9mQoZzzVzFdITucTxQ==");
         std::fs::write(&path, b"").unwrap();
@@ -182,6 +189,6 @@ mod tests {
         assert_eq!(part_size_for(100 << 20, 64 << 20), 64 << 20);
         let huge = 1u64 << 40; // 1 TiB
         let size = part_size_for(huge, 64 << 20);
-        assert!(huge.div_ceil(size) <= 10_000 && size % (1 << 20) == 0);
+        assert!(huge.div_ceil(size) <= 10_000 && size.is_multiple_of(1 << 20));
     }
 }

@@ -258,6 +258,9 @@ mod tests {
             (err.kind, err.code.as_str(), err.request_id.as_str()),
             (StoreErrorKind::Auth, "AccessDenied", "abc")
         );
-        assert_eq!(classify(404, &HeaderMap::new(), &[]).kind, StoreErrorKind::NotFound);
+        assert_eq!(
+            classify(404, &HeaderMap::new(), &[]).kind,
+            StoreErrorKind::NotFound
+        );
     }
 }

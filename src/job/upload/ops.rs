@@ -95,7 +95,11 @@ impl ObjectStore {
     }
 
     /// InitiateMultipartUpload / CreateMultipartUpload: the new upload id.
-    pub(crate) async fn initiate(&self, key: &str, content_type: &str) -> Result<String, StoreError> {
+    pub(crate) async fn initiate(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> Result<String, StoreError> {
         let answer = self
             .send(
                 "POST",
@@ -219,6 +223,8 @@ impl ObjectStore {
             StoreKind::Oss => vec![("max-keys", "1"), ("prefix", prefix)],
             StoreKind::S3 => vec![("list-type", "2"), ("max-keys", "1"), ("prefix", prefix)],
         };
-        self.send("GET", "", &query, &[], Body::Empty).await.map(drop)
+        self.send("GET", "", &query, &[], Body::Empty)
+            .await
+            .map(drop)
     }
 }

@@ -228,14 +228,18 @@ pub async fn run_upload(
             Err(err) => return UploadOutcome::RetryLater(format!("planning failed: {err}")),
         }
     };
-    let (manifest, others) = objects.split_last().expect("the manifest is always planned");
+    let (manifest, others) = objects
+        .split_last()
+        .expect("the manifest is always planned");
     let mut bytes = 0u64;
     // Everything but the manifest, several at once (each part or object holds a slot).
     let mut running: JoinSet<Result<u64, Stop>> = JoinSet::new();
-    for object in others.iter().cloned() {
+    for object in others {
+        let object = object.clone();
         let (ctx, reporter, cancel) = (Arc::clone(&ctx), reporter.clone(), cancel.clone());
         let progress = job.progress.clone();
-        running.spawn(async move { send_object(&ctx, &object, &progress, &reporter, &cancel).await });
+        running
+            .spawn(async move { send_object(&ctx, &object, &progress, &reporter, &cancel).await });
     }
     let mut first_failure: Option<UploadOutcome> = None;
     while let Some(joined) = running.join_next().await {
@@ -329,8 +333,14 @@ async fn send_object(
     let label = object.key.as_str();
     // An object already there with the same size and checksum is not sent again.
     let remote = retrying(ctx, cancel, "HeadObject", || ctx.store.head(&object.key)).await?;
-    if remote.as_ref().is_some_and(|r| same_object(ctx.store.kind(), r, &digest)) {
-        debug!(key = label, "already in the bucket with the same size and checksum");
+    if remote
+        .as_ref()
+        .is_some_and(|r| same_object(ctx.store.kind(), r, &digest))
+    {
+        debug!(
+            key = label,
+            "already in the bucket with the same size and checksum"
+        );
         reporter
             .step(UploadStep::ObjectDone {
                 key: object.key.clone(),
@@ -456,7 +466,9 @@ async fn put_multipart(
         }
         if resumed.is_none() {
             reporter
-                .step(UploadStep::MultipartGone { key: key.to_owned() })
+                .step(UploadStep::MultipartGone {
+                    key: key.to_owned(),
+                })
                 .await
                 .map_err(Stop::Other)?;
         }
@@ -576,7 +588,9 @@ async fn put_multipart(
                 _ => {
                     if stop.kind() == Some(StoreErrorKind::NoSuchUpload) {
                         reporter
-                            .step(UploadStep::MultipartGone { key: key.to_owned() })
+                            .step(UploadStep::MultipartGone {
+                                key: key.to_owned(),
+                            })
                             .await
                             .map_err(Stop::Other)?;
                     }
@@ -588,7 +602,11 @@ async fn put_multipart(
 }
 
 /// Whether a CompleteMultipartUpload answer confirms the whole object.
-fn confirm_complete(kind: StoreKind, answer: &Answer, digest: &FileDigest) -> Result<(), StoreError> {
+fn confirm_complete(
+    kind: StoreKind,
+    answer: &Answer,
+    digest: &FileDigest,
+) -> Result<(), StoreError> {
     match (kind, answer.crc64()) {
         (StoreKind::Oss, Some(crc)) if crc == digest.crc64 => Ok(()),
         (StoreKind::Oss, Some(crc)) => Err(StoreError::unconfirmed(format!(
@@ -671,7 +689,10 @@ where
             Err(err) => err,
         };
         if err.kind == StoreErrorKind::TokenExpired && !refreshed {
-            info!(what, "the STS token expired; refreshing the credentials and retrying");
+            info!(
+                what,
+                "the STS token expired; refreshing the credentials and retrying"
+            );
             refreshed = true;
             ctx.store.refresh_credentials();
             tries -= 1;
@@ -689,4 +710,3 @@ where
         }
     }
 }
-

@@ -56,7 +56,8 @@ impl Answer {
 
     /// The `ETag`, quotes removed.
     pub(crate) fn etag(&self) -> Option<String> {
-        self.header("etag").map(|e| e.trim().trim_matches('"').to_owned())
+        self.header("etag")
+            .map(|e| e.trim().trim_matches('"').to_owned())
     }
 
     /// OSS's CRC-64 of the object or part.
@@ -138,7 +139,12 @@ impl ObjectStore {
             .user_agent(crate::net::USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", crate::net::transport_error_text(e)))?;
+            .map_err(|e| {
+                format!(
+                    "cannot build the HTTP client: {}",
+                    crate::net::transport_error_text(e)
+                )
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -287,10 +293,7 @@ impl ObjectStore {
             .await
             .map_err(|e| StoreError::transport(e.to_string()))?;
         if status.is_success() {
-            Ok(Answer {
-                headers,
-                body,
-            })
+            Ok(Answer { headers, body })
         } else {
             Err(classify(status.as_u16(), &headers, &body))
         }

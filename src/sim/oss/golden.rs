@@ -1,7 +1,6 @@
 //! Test-only loader of the oss2 golden requests in `tests/fixtures/golden/oss/` (written by
 //! `scripts/golden/gen_oss_vectors.py`, whose docstring describes the JSON shape).
 
-#![allow(dead_code)] // Until the simulator replay tests use every field.
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;

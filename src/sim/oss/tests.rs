@@ -1,6 +1,9 @@
 //! Tests of the OSS simulator over real loopback HTTP.
 
+use super::presigned::{parse_range, unix_now};
+use super::reply::iso8601;
 use super::*;
+use tokio::net::TcpStream;
 
 const KEY: &str = "exports/ticket-1001/rollback.zip";
 
