@@ -13,6 +13,9 @@
 //!   there, keep_zip and a failed publish, one download limit across reloads, bounded bodies,
 //!   redirects, secrets echoed by STS, one daemon per archive folder, a non-blocking resume.
 //! - `s3_moto`: S3 requests signed by our SigV4 signer against a real S3 server (moto).
+//! - `upload`: archives to the OSS simulator and to a real S3 server (moto): the zip or the
+//!   files then the manifest, multipart, faults, refused credentials, a stop mid-upload,
+//!   hooks at least once, keep_local.
 //! - `operations`: running in production: sd_notify, SIGHUP reloads, metrics, health
 //!   endpoints, JSON logs, hooks, read-only containers.
 
@@ -27,3 +30,4 @@ mod process;
 mod proxy;
 mod review;
 mod s3_moto;
+mod upload;

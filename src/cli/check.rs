@@ -112,7 +112,78 @@ async fn online_check(config: &Config) -> Exit {
             }
         }
     }
+    if let Some(upload) = &config.upload {
+        match check_upload_target(config, upload, client.credentials().clone()).await {
+            Exit::Success => {}
+            Exit::TempFail => return Exit::TempFail,
+            other => exit = other,
+        }
+    }
     exit
+}
+
+/// Lists at most one key under the upload prefix: the endpoint answers, the credentials are
+/// accepted, and they may list (and, by the same policy, write) there.
+async fn check_upload_target(
+    config: &Config,
+    upload: &crate::config::UploadSettings,
+    credentials: crate::credentials::CredentialProvider,
+) -> Exit {
+    let target = format!(
+        "{}://{}/{}",
+        upload.kind.scheme(),
+        upload.bucket,
+        upload.prefix
+    );
+    let store_credentials = match upload.kind {
+        crate::config::StoreKind::Oss => {
+            crate::job::upload::store::StoreCredentials::Oss(credentials)
+        }
+        crate::config::StoreKind::S3 => match crate::service::services::s3_credentials(
+            upload,
+            &crate::credentials::CredentialEnv::from_process(),
+        ) {
+            Ok(keys) => crate::job::upload::store::StoreCredentials::S3(keys),
+            Err(err) => {
+                eprintln!("upload {target}: {err}");
+                return Exit::Failure;
+            }
+        },
+    };
+    let store = match crate::job::upload::store::ObjectStore::new(
+        &upload.endpoint,
+        &upload.bucket,
+        &upload.region,
+        store_credentials,
+        config.download.connect_timeout,
+        config.download.read_timeout,
+        std::sync::Arc::new(crate::telemetry::Metrics::new()),
+    ) {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("upload {target}: {err}");
+            return Exit::Failure;
+        }
+    };
+    let prefix = if upload.prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", upload.prefix)
+    };
+    match store.check_access(&prefix).await {
+        Ok(()) => {
+            println!("upload {target}: reachable, credentials accepted");
+            Exit::Success
+        }
+        Err(err) => {
+            eprintln!("upload {target}: {err}");
+            if err.is_final() {
+                Exit::Failure
+            } else {
+                Exit::TempFail
+            }
+        }
+    }
 }
 
 /// A secret written inline in a file that group or others can read is a leak waiting to

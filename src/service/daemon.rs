@@ -292,7 +292,10 @@ impl Daemon {
                     match prepared {
                         Ok((new_config, new_limits, services)) => {
                             let tickets = new_config.tickets.clone();
-                            if control.send(Control::Reload { tickets, services: Box::new(services) }).await.is_ok() {
+                            let (applied, done) = tokio::sync::oneshot::channel();
+                            if control.send(Control::Reload { tickets, services: Box::new(services), applied: Some(applied) }).await.is_ok() {
+                                // READY=1 means the new config is in force, added tickets included.
+                                let _ = done.await;
                                 new_limits.downloads.resize(new_config.download.concurrency);
                                 if let Some(upload) = &new_config.upload {
                                     new_limits.uploads.resize(upload.concurrency);

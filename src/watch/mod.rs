@@ -19,6 +19,7 @@ pub mod state;
 
 mod post;
 mod reload;
+mod retention;
 mod tasks;
 mod tickets;
 mod timers;
@@ -112,6 +113,8 @@ pub enum Control {
         tickets: Vec<TicketSpec>,
         /// The services built from it.
         services: Box<Services>,
+        /// Answered once the new config is applied (added tickets loaded and watched).
+        applied: Option<tokio::sync::oneshot::Sender<()>>,
     },
 }
 
@@ -131,8 +134,11 @@ pub struct Scheduler {
     polls: JoinSet<TaskResult>,
     /// Download jobs and hooks in flight.
     jobs: JoinSet<TaskResult>,
-    /// Records of tickets a reload added, being read.
-    loads: JoinSet<Result<Vec<LoadedTicket>, String>>,
+    /// Records of tickets a reload added, being read (with who waits for the reload).
+    loads: JoinSet<(
+        Result<Vec<LoadedTicket>, String>,
+        Option<tokio::sync::oneshot::Sender<()>>,
+    )>,
     /// The ids the config wants (the last reload's), so a late load never brings back a
     /// ticket a later reload removed.
     wanted: HashSet<String>,
@@ -149,6 +155,10 @@ pub struct Scheduler {
     /// Tickets per state, kept current by every change.
     counts: Summary,
     auth_failure: Option<DmsError>,
+    /// When the next `archive.retention` check is due.
+    next_retention: Instant,
+    /// The retention scan running, if any.
+    retention_task: Option<tokio::task::JoinHandle<Vec<std::path::PathBuf>>>,
     rng: fastrand::Rng,
     jobs_cancel: CancellationToken,
     heartbeat: Heartbeat,
@@ -202,6 +212,8 @@ impl Scheduler {
             last_error: None,
             counts: Summary::default(),
             auth_failure: None,
+            next_retention: Instant::now(),
+            retention_task: None,
             rng: fastrand::Rng::new(),
             jobs_cancel: CancellationToken::new(),
             heartbeat: Heartbeat {
@@ -335,16 +347,25 @@ impl Scheduler {
                 (a, b) => a.or(b),
             };
             let downloading = self.counts.downloading > 0;
+            let retention_due = self.services.retention.is_some() && self.retention_task.is_none();
             tokio::select! {
                 _ = shutdown.cancelled() => break true,
                 Some(joined) = self.polls.join_next_with_id(), if !self.polls.is_empty() => self.joined(joined),
                 Some(joined) = self.jobs.join_next_with_id(), if !self.jobs.is_empty() => self.joined(joined),
                 Some(loaded) = self.loads.join_next(), if !self.loads.is_empty() => {
-                    self.loaded(loaded.unwrap_or_else(|e| Err(format!("loading task failed: {e}"))));
+                    let (loaded, applied) = loaded.unwrap_or_else(|e| (Err(format!("loading task failed: {e}")), None));
+                    self.loaded(loaded);
+                    if let Some(applied) = applied {
+                        let _ = applied.send(());
+                    }
                 }
                 Some(event) = self.events_rx.recv() => self.on_event(event),
+                _ = tokio::time::sleep_until(self.next_retention), if retention_due => self.start_retention(),
+                removed = async { self.retention_task.as_mut().expect("checked").await }, if self.retention_task.is_some() => {
+                    self.retention_done(removed.unwrap_or_default());
+                }
                 Some(message) = control.recv() => match message {
-                    Control::Reload { tickets, services } => self.reload(tickets, *services),
+                    Control::Reload { tickets, services, applied } => self.reload(tickets, *services, applied),
                 },
                 _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
                 _ = tokio::time::sleep_until(next_progress_save), if downloading => {

@@ -474,6 +474,7 @@ impl Scheduler {
 
     /// The clean-up ended.
     pub(super) fn on_cleaned(&mut self, id: &str, result: Result<Cleaned, String>) {
+        self.retention_soon();
         let ticket = self.tickets.get_mut(id).expect("present");
         ticket.cleaning = false;
         match result {

@@ -12,7 +12,12 @@ use super::{Scheduler, Services};
 use crate::config::TicketSpec;
 
 impl Scheduler {
-    pub(super) fn reload(&mut self, tickets: Vec<TicketSpec>, services: Services) {
+    pub(super) fn reload(
+        &mut self,
+        tickets: Vec<TicketSpec>,
+        services: Services,
+        applied: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
         self.services = services;
         let wanted: HashMap<String, TicketSpec> =
             tickets.into_iter().map(|s| (ticket_id(&s), s)).collect();
@@ -51,11 +56,15 @@ impl Scheduler {
             "config reloaded"
         );
         self.wanted = wanted.into_keys().collect();
-        if !added.is_empty() {
+        if added.is_empty() {
+            if let Some(applied) = applied {
+                let _ = applied.send(());
+            }
+        } else {
             let writer = self.writer.clone();
             let layout = self.layout.clone();
             self.loads
-                .spawn(async move { load_tickets(&writer, &layout, added).await });
+                .spawn(async move { (load_tickets(&writer, &layout, added).await, applied) });
         }
         self.publish_summary();
     }

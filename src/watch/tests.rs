@@ -90,11 +90,11 @@ async fn a_removed_tickets_late_result_never_lands_on_its_successor() {
     let finish_old_job = fake_job(&mut scheduler, &id);
     let old_generation = scheduler.tickets[&id].generation;
 
-    scheduler.reload(Vec::new(), services.clone());
+    scheduler.reload(Vec::new(), services.clone(), None);
     assert!(!scheduler.tickets.contains_key(&id));
     assert_eq!(scheduler.draining.get(&id), Some(&1));
-    scheduler.reload(vec![spec], services);
-    let loaded = scheduler.loads.join_next().await.unwrap().unwrap();
+    scheduler.reload(vec![spec], services, None);
+    let (loaded, _) = scheduler.loads.join_next().await.unwrap().unwrap();
     scheduler.loaded(loaded);
     let successor = &scheduler.tickets[&id];
     assert_ne!(successor.generation, old_generation);

@@ -233,6 +233,7 @@ impl Scheduler {
                     info!(order_id, download_key_id = %key, label = %label, archive = %dir.display(), files, bytes, "archived");
                     self.transition(id, TicketState::Archived, None);
                     self.queue_post_work(id, true);
+                    self.retention_soon();
                 }
             }
             JobOutcome::Failed(error) => {

@@ -12,12 +12,13 @@ use crate::config::StoreKind;
 
 /// An object as HeadObject describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RemoteObject {
-    pub(crate) size: u64,
-    /// Quotes removed.
-    pub(crate) etag: Option<String>,
-    /// OSS only.
-    pub(crate) crc64: Option<u64>,
+pub struct RemoteObject {
+    /// Its size.
+    pub size: u64,
+    /// Its ETag, quotes removed.
+    pub etag: Option<String>,
+    /// Its CRC-64 (OSS only).
+    pub crc64: Option<u64>,
 }
 
 /// One uploaded part as ListParts describes it.
@@ -61,7 +62,7 @@ fn malformed(what: &str, err: impl std::fmt::Display) -> StoreError {
 
 impl ObjectStore {
     /// HeadObject; `None` when there is no such object.
-    pub(crate) async fn head(&self, key: &str) -> Result<Option<RemoteObject>, StoreError> {
+    pub async fn head(&self, key: &str) -> Result<Option<RemoteObject>, StoreError> {
         match self.send("HEAD", key, &[], &[], Body::Empty).await {
             Ok(answer) => Ok(Some(RemoteObject {
                 size: answer
@@ -71,6 +72,15 @@ impl ObjectStore {
                 etag: answer.etag(),
                 crc64: answer.crc64(),
             })),
+            Err(err) if err.kind == StoreErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// GetObject of a small object (read bounded); `None` when there is no such object.
+    pub async fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.send("GET", key, &[], &[], Body::Empty).await {
+            Ok(answer) => Ok(Some(answer.body)),
             Err(err) if err.kind == StoreErrorKind::NotFound => Ok(None),
             Err(err) => Err(err),
         }

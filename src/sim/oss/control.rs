@@ -99,6 +99,9 @@ pub enum UploadFault {
     RefuseCredentials,
     /// 403 `AccessDenied`, as for a RAM policy that lacks the action.
     AccessDenied,
+    /// Read the request body, store nothing, and never answer (the connection stays open
+    /// until the client goes away): a request caught by a crash of the client.
+    Stall,
 }
 
 impl OssSimulator {

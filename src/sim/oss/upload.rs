@@ -206,6 +206,11 @@ async fn run(
             let _ = receive(shared, body, Some(limit)).await;
             return (Err(Failure::Drop), fault);
         }
+        Some(UploadFault::Stall) => {
+            let _ = receive(shared, body, None).await;
+            std::future::pending::<()>().await;
+            unreachable!("a stalled request never answers");
+        }
         Some(UploadFault::DropAfterApplying) | None => None,
     };
     if let Some(error) = refused {
