@@ -118,6 +118,12 @@ pub enum Control {
     },
 }
 
+/// Records read for a reload's added tickets, and who waits for that reload.
+type LoadResult = (
+    Result<Vec<LoadedTicket>, String>,
+    Option<tokio::sync::oneshot::Sender<()>>,
+);
+
 /// The scheduler. Build with [`Scheduler::new`], then [`Scheduler::run`].
 pub struct Scheduler {
     services: Services,
@@ -135,10 +141,7 @@ pub struct Scheduler {
     /// Download jobs and hooks in flight.
     jobs: JoinSet<TaskResult>,
     /// Records of tickets a reload added, being read (with who waits for the reload).
-    loads: JoinSet<(
-        Result<Vec<LoadedTicket>, String>,
-        Option<tokio::sync::oneshot::Sender<()>>,
-    )>,
+    loads: JoinSet<LoadResult>,
     /// The ids the config wants (the last reload's), so a late load never brings back a
     /// ticket a later reload removed.
     wanted: HashSet<String>,
