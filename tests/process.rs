@@ -347,3 +347,73 @@ fn which(program: &str) -> Option<PathBuf> {
         .map(|dir| Path::new(dir).join(program))
         .find(|path| path.is_file())
 }
+
+/// SIGKILL in the middle of a multipart upload (a part hangs in the OSS simulator): the next
+/// run resumes the same upload, sends only the parts not confirmed, leaves nothing half done
+/// in the bucket, and `run --once` exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_upload_then_restart_finishes_it() {
+    use dmstrack::sim::oss::{OssOperation, UploadFault};
+    const BUCKET: &str = "dmstrack-archive";
+    let mut scene = Scene::new().await;
+    let zip = big_zip();
+    scene.oss.put_object(OBJECT, zip.clone());
+    scene.oss.create_bucket(BUCKET);
+    scene.oss.add_access_key(AK_ID, AK_SECRET);
+    scene
+        .dms
+        .script_ticket(7, KEY, [StatusStep::success(scene.fresh_urls(OBJECT), 69)]);
+    let endpoint = scene.oss.base_url();
+    scene
+        .config
+        .ticket(7, KEY, "kill-mid-upload")
+        .set("upload", "url", &format!("\"oss://{BUCKET}/p\""))
+        .set("upload", "endpoint", &format!("{endpoint:?}"))
+        .set("upload", "part_size", "\"100KiB\"")
+        .set("upload", "concurrency", "1");
+    scene
+        .oss
+        .inject_upload_fault_on_call(OssOperation::UploadPart, 2, UploadFault::Stall);
+    let mut child = scene.command("first", &["--once"]).spawn().unwrap();
+    let oss = Arc::clone(&scene.oss);
+    wait_for("the second part hangs", &mut child, || {
+        oss.call_count(OssOperation::UploadPart) >= 2
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        scene.oss.multipart_uploads().len(),
+        1,
+        "begun, not completed"
+    );
+    assert!(
+        scene.oss.objects(BUCKET).is_empty(),
+        "nothing taken for done"
+    );
+
+    let code = scene.run_once("second").await;
+    assert_eq!(code, 0, "{}", scene.log("second"));
+    let key = format!("p/7/{KEY}/x_UNDO_31201_208.zip");
+    assert_eq!(
+        scene.oss.object_bytes(BUCKET, &key).as_deref(),
+        Some(zip.as_slice())
+    );
+    assert!(
+        scene
+            .oss
+            .object_bytes(BUCKET, &format!("p/7/{KEY}/manifest.json"))
+            .is_some()
+    );
+    assert_eq!(
+        scene.oss.call_count(OssOperation::InitiateMultipartUpload),
+        1
+    );
+    let parts = zip.len().div_ceil(100 << 10);
+    assert_eq!(
+        scene.oss.call_count(OssOperation::UploadPart) as usize,
+        2 + (parts - 1),
+        "part 1 was confirmed before the kill and not sent again"
+    );
+    assert!(scene.oss.multipart_uploads().is_empty());
+}

@@ -5,7 +5,9 @@
 //! that walks `INIT → LISTING → DOWNLOADING → DOWNLOAD_SUCCESS`, one whose first signed URL
 //! has already expired (dmstrack asks DMS for a fresh one), one whose download is cut
 //! mid-body (it resumes with `Range`), one that DMS reports as `DOWNLOAD_FAIL`, and one export
-//! that dmstrack starts itself. Then it says what happened and where the archive is.
+//! that dmstrack starts itself. Every archive is then uploaded to a bucket of the built-in OSS
+//! simulator (header-signed OSS V4, manifest last). Then it says what happened and where the
+//! archive and the uploads are.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,13 +23,15 @@ use crate::service::notify::Notifier;
 use crate::sim::dms::{DmsSimulator, StatusStep, UrlSource};
 use crate::sim::oss::{OssFault, OssSimulator};
 use crate::sim::zipgen::{SampleSpec, sample_zip};
-use crate::watch::state::TicketState;
+use crate::watch::state::{TicketState, UploadState};
 
 /// Marks a folder as made by `dmstrack demo`, so a re-run may clear its state and archive.
 const MARKER: &str = ".dmstrack-demo";
 const AK_ID: &str = "LTAI5demoAccessKey";
 /// Only valid against the simulator started by this process.
 const AK_SECRET: &str = "demo-secret-for-the-local-simulator-only";
+/// The simulator's bucket the archives are uploaded to.
+const DEMO_BUCKET: &str = "dmstrack-demo-archive";
 /// How long the whole demo may take before it is stopped.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -87,8 +91,11 @@ pub async fn run(dir: &Path) -> Result<bool, String> {
         .await
         .map_err(|e| format!("cannot start the DMS simulator: {e}"))?;
     dms.add_access_key(AK_ID, AK_SECRET);
+    // OSS signs uploads with the same credentials as the DMS API.
+    oss.create_bucket(DEMO_BUCKET);
+    oss.add_access_key(AK_ID, AK_SECRET);
     script(&oss, &dms);
-    let config_path = write_config(dir, &dms.endpoint())?;
+    let config_path = write_config(dir, &dms.endpoint(), &oss.base_url())?;
     let config = Config::load(&config_path, &ConfigEnv::default()).map_err(|e| e.to_string())?;
 
     println!(
@@ -120,7 +127,7 @@ pub async fn run(dir: &Path) -> Result<bool, String> {
     if let Some(err) = outcome.auth_failure {
         return Err(err.to_string());
     }
-    Ok(report(&config, &config_path, started.elapsed()))
+    Ok(report(&config, &config_path, &oss, started.elapsed()))
 }
 
 fn prepare_dir(dir: &Path) -> Result<(), String> {
@@ -208,7 +215,7 @@ fn script(oss: &Arc<OssSimulator>, dms: &DmsSimulator) {
     dms.script_export(EXPORT_ORDER, walk(&object));
 }
 
-fn write_config(dir: &Path, endpoint: &str) -> Result<PathBuf, String> {
+fn write_config(dir: &Path, endpoint: &str, oss: &str) -> Result<PathBuf, String> {
     let secret = dir.join("ak_secret");
     crate::sim::write_secret_file(&secret, AK_SECRET)
         .map_err(|e| format!("{}: {e}", secret.display()))?;
@@ -218,7 +225,8 @@ fn write_config(dir: &Path, endpoint: &str) -> Result<PathBuf, String> {
          [credentials]\nsource = \"static\"\naccess_key_id = \"{AK_ID}\"\naccess_key_secret_file = \"ak_secret\"\n\n\
          [poll]\ninitial_interval = \"200ms\"\nmax_interval = \"1s\"\n\n\
          [download]\nconcurrency = 2\n\n\
-         [archive]\ndir = \"archive\"\n\n[state]\ndir = \"state\"\n"
+         [archive]\ndir = \"archive\"\n\n[state]\ndir = \"state\"\n\n\
+         [upload]\nurl = \"oss://{DEMO_BUCKET}/dms-archive\"\nendpoint = \"{oss}\"\nregion = \"cn-hangzhou\"\n"
     );
     for sample in &SAMPLES {
         text.push_str(&format!(
@@ -236,7 +244,7 @@ fn write_config(dir: &Path, endpoint: &str) -> Result<PathBuf, String> {
 }
 
 /// Prints what happened; true when every ticket ended as the demo expects.
-fn report(config: &Config, config_path: &Path, elapsed: Duration) -> bool {
+fn report(config: &Config, config_path: &Path, oss: &OssSimulator, elapsed: Duration) -> bool {
     let (records, _) = crate::watch::state::read_all(&config.state.dir);
     let mut as_expected = true;
     println!("\nWhat happened ({:.1}s):", elapsed.as_secs_f64());
@@ -267,8 +275,32 @@ fn report(config: &Config, config_path: &Path, elapsed: Duration) -> bool {
             (_, Some(error)) => println!("  {:30} reason: {error}", ""),
             _ => {}
         }
+        if record.state == TicketState::Archived {
+            match &record.upload {
+                Some(upload) if upload.state == UploadState::Uploaded => {
+                    println!("  {:30} ↑ {}", "", upload.url)
+                }
+                Some(upload) => {
+                    as_expected = false;
+                    println!(
+                        "  {:30} upload {}: {}",
+                        "",
+                        upload.state.as_str(),
+                        upload.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                None => as_expected = false,
+            }
+        }
     }
     println!("\nThe archive is in {}", config.archive.dir.display());
+    let objects = oss.objects(DEMO_BUCKET);
+    println!(
+        "Uploaded to oss://{DEMO_BUCKET}/dms-archive/ on the OSS simulator at {}: {} objects \
+         (each ticket's zip, then its manifest.json last)",
+        oss.base_url(),
+        objects.len()
+    );
     println!(
         "Each ticket folder holds manifest.json (sizes and SHA-256 of every file) and files/."
     );
