@@ -4,6 +4,8 @@
 //!   limit, secrets.
 //! - `cli`: the `dmstrack` binary: exit codes, output, config errors.
 //! - `keyless`: role-based credentials end to end (STS, IMDS, RRSA fakes).
+//! - `manage`: the tickets folder, reloads without a signal (atomic rename, ConfigMap
+//!   symlink swap), `add`, `retry` and `forget` with the daemon running and stopped.
 //! - `pipeline`: the daemon in process against both simulators on paused time: the whole
 //!   way from status query to published archive, faults, unsafe zips, restarts, secrets, scale.
 //! - `process`: the real binary under SIGKILL, SIGTERM, `run --once` exit codes, and as an
@@ -24,6 +26,7 @@ mod support;
 mod cli;
 mod dms_client;
 mod keyless;
+mod manage;
 mod operations;
 mod pipeline;
 mod process;

@@ -18,9 +18,18 @@ pub(super) async fn run(path: &Path, env: &ConfigEnv, online: bool) -> Exit {
         }
     };
     println!(
-        "{}: OK ({} ticket(s))",
+        "{}: OK ({} ticket(s){})",
         config.source.display(),
-        config.tickets.len()
+        config.tickets.len(),
+        if config.ticket_files.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} tickets file(s) in {}",
+                config.ticket_files.len(),
+                config.watch.tickets_dir.display()
+            )
+        }
     );
     if config.tickets.is_empty() {
         eprintln!(
@@ -31,6 +40,25 @@ pub(super) async fn run(path: &Path, env: &ConfigEnv, online: bool) -> Exit {
     if let Some(warning) = inline_secret_warning(&config) {
         eprintln!("warning: {warning}");
     }
+    // A bad tickets file does not stop the daemon (it is skipped), but it is a ticket problem.
+    let mut bad_files = false;
+    for file in config.bad_ticket_files() {
+        bad_files = true;
+        eprintln!("{}", file.problem.as_deref().unwrap_or(""));
+        eprintln!(
+            "{}: skipped: its tickets are not watched until it is fixed",
+            file.path.display()
+        );
+    }
+    let exit = check_credentials_and_api(&config, online).await;
+    if bad_files && exit == Exit::Success {
+        Exit::Failure
+    } else {
+        exit
+    }
+}
+
+async fn check_credentials_and_api(config: &Config, online: bool) -> Exit {
     if !online {
         return match crate::credentials::CredentialProvider::new(
             &config.credentials,
@@ -46,7 +74,7 @@ pub(super) async fn run(path: &Path, env: &ConfigEnv, online: bool) -> Exit {
             }
         };
     }
-    online_check(&config).await
+    online_check(config).await
 }
 
 async fn online_check(config: &Config) -> Exit {

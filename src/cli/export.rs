@@ -33,9 +33,16 @@ pub(super) struct ExportArgs {
     /// Tenant id [default: dms.tid from the config].
     #[arg(long)]
     tid: Option<i64>,
+    /// Also add the new export as a ticket (as `dmstrack add --download-key-id` would), so the
+    /// daemon archives it.
+    #[arg(long)]
+    add: bool,
+    /// With --add: the ticket's label.
+    #[arg(long, requires = "add")]
+    label: Option<String>,
 }
 
-fn parse_column_filter(value: &str) -> Result<ColumnFilter, String> {
+pub(super) fn parse_column_filter(value: &str) -> Result<ColumnFilter, String> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase", deny_unknown_fields)]
     struct Wire {
@@ -85,7 +92,21 @@ pub(super) async fn run(config: &Config, args: &ExportArgs) -> Exit {
     {
         Ok(key) => {
             println!("{key}");
-            Exit::Success
+            if !args.add {
+                return Exit::Success;
+            }
+            let ticket =
+                super::add::AddArgs::existing(args.order_id, key, args.tid, args.label.clone());
+            match super::add::add(config, &ticket) {
+                Ok(path) => {
+                    println!("{}", path.display());
+                    Exit::Success
+                }
+                Err((exit, message)) => {
+                    eprintln!("dmstrack export --add: {message}");
+                    exit
+                }
+            }
         }
         Err(err) => {
             eprintln!("dmstrack: {err}");

@@ -1,10 +1,12 @@
 //! The command line: argument definitions, dispatch, and the mapping of outcomes to the exit
 //! codes of SPEC.md. Each command lives in its own file; `main.rs` only calls [`main`].
 
+mod add;
 mod check;
 pub mod demo;
 mod export;
 mod query;
+mod requests;
 mod run;
 mod status;
 
@@ -104,6 +106,26 @@ enum Command {
     },
     /// One DownloadDataTrackResult; prints the new DownloadKeyId.
     Export(Box<export::ExportArgs>),
+    /// Add a ticket as a file of the tickets folder; a running daemon picks it up within 5 s.
+    Add(Box<add::AddArgs>),
+    /// Put a failed ticket (or its failed upload or hooks) back to waiting; polled at once.
+    Retry {
+        /// The data-tracking ticket id.
+        #[arg(long)]
+        order_id: i64,
+        /// Only this export of the ticket [default: every failed one of the order].
+        #[arg(long)]
+        download_key_id: Option<String>,
+    },
+    /// Drop the state of a ticket that is no longer configured (its archive stays).
+    Forget {
+        /// The data-tracking ticket id.
+        #[arg(long)]
+        order_id: i64,
+        /// Only this export of the ticket [default: every one of the order].
+        #[arg(long)]
+        download_key_id: Option<String>,
+    },
     /// Exit 0 if the local /healthz answers 200 (for exec probes in distroless images).
     Healthcheck {
         /// Address of the listener [default: http.listen from the config, else 127.0.0.1:9464].
@@ -169,6 +191,33 @@ async fn dispatch(cli: Cli, env: ConfigEnv) -> Exit {
             Err(exit) => exit,
         },
         Command::Check { online } => check::run(&config_path, &env, online).await,
+        Command::Add(args) => add::run(&config_path, &env, &args),
+        Command::Retry {
+            order_id,
+            download_key_id,
+        } => {
+            requests::run(
+                &config_path,
+                &env,
+                crate::watch::requests::Action::Retry,
+                order_id,
+                download_key_id,
+            )
+            .await
+        }
+        Command::Forget {
+            order_id,
+            download_key_id,
+        } => {
+            requests::run(
+                &config_path,
+                &env,
+                crate::watch::requests::Action::Forget,
+                order_id,
+                download_key_id,
+            )
+            .await
+        }
         Command::Run { once } => run::run(&config_path, &env, once).await,
         Command::Status { json } => status::run(&config_path, &env, json),
         Command::Demo { dir } => match crate::cli::demo::run(&dir).await {

@@ -40,6 +40,36 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The `line:column` of the start of each `[[tickets]]` table, in one parse (a duplicate
+/// ticket's message names the place of the first one; with 10,000 tickets, locating each by
+/// itself would parse the file 10,000 times).
+pub(crate) fn ticket_places(text: &str) -> Vec<(usize, usize)> {
+    let Ok(doc) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let Some(tickets) = doc.get_ref().get("tickets") else {
+        return Vec::new();
+    };
+    let DeValue::Array(items) = tickets.get_ref() else {
+        return Vec::new();
+    };
+    let newlines: Vec<usize> = text
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    items
+        .iter()
+        .map(|item| {
+            let offset = item.span().start.min(text.len());
+            let line = newlines.partition_point(|&n| n < offset);
+            let line_start = if line == 0 { 0 } else { newlines[line - 1] + 1 };
+            (line + 1, text[line_start..offset].chars().count() + 1)
+        })
+        .collect()
+}
+
 /// The span of the key at `path` (the key itself where it is written, else its value), or of
 /// the nearest ancestor that exists. `None` when the document cannot be parsed.
 pub(crate) fn span_of(text: &str, path: &[Seg]) -> Option<Range<usize>> {

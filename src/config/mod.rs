@@ -8,7 +8,21 @@
 
 mod locate;
 mod raw;
+mod tickets_dir;
 mod validate;
+
+pub use tickets_dir::{TicketFile, fingerprint_on_disk, tickets_file_paths};
+
+/// Validates the text of a tickets file (as if read from `source`) against the tickets in
+/// `seen`, which it extends; `dmstrack add` checks a new file with it before writing it.
+pub(crate) fn validate_tickets_text(
+    text: &str,
+    source: &Path,
+    default_tid: Option<i64>,
+    seen: &mut validate::TicketIndex,
+) -> Result<Vec<TicketSpec>, Vec<Diagnostic>> {
+    validate::validate_tickets_file(text, source, default_tid, seen)
+}
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -50,8 +64,15 @@ pub struct Config {
     pub upload: Option<UploadSettings>,
     /// `[watch]`.
     pub watch: WatchSettings,
-    /// `[[tickets]]`, in file order.
+    /// `[[tickets]]`: the main file's in file order, then those of the tickets folder, file
+    /// by file in name order.
     pub tickets: Vec<TicketSpec>,
+    /// The files of the tickets folder and what became of each (a bad one is skipped).
+    pub ticket_files: Vec<TicketFile>,
+    /// Where each ticket is listed, for messages that name it.
+    pub(crate) ticket_index: validate::TicketIndex,
+    /// The contents it was read from ([`fingerprint_on_disk`] tells whether they changed).
+    pub fingerprint: [u8; 32],
     /// Keys holding a secret inline (`credentials.access_key_secret`, …), for `check`'s warning.
     pub inline_secret_keys: Vec<&'static str>,
 }
@@ -521,12 +542,27 @@ fn render_diagnostics(diagnostics: &[Diagnostic]) -> String {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path, env: &ConfigEnv) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = std::fs::read(path);
+        let mut fingerprint = tickets_dir::Fingerprint::default();
+        fingerprint.add(path, &bytes);
+        let text = bytes
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         let source = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        Self::from_toml_str(&text, &source, env)
+        let mut config = Self::from_toml_str(&text, &source, env)?;
+        config.read_tickets_dir(&mut fingerprint);
+        config.fingerprint = fingerprint.finish();
+        Ok(config)
+    }
+
+    /// Where a ticket is listed (`file:line:column`), if it is configured.
+    pub fn ticket_place(&self, spec: &TicketSpec) -> Option<&str> {
+        self.ticket_index
+            .get(&(spec.order_id, spec.source.clone()))
+            .map(String::as_str)
     }
 
     /// Parses and validates `text` as if read from `source` (relative paths resolve against
@@ -549,7 +585,7 @@ impl Config {
     }
 }
 
-fn parse_diagnostic(text: &str, source: &Path, err: &toml::de::Error) -> Diagnostic {
+pub(crate) fn parse_diagnostic(text: &str, source: &Path, err: &toml::de::Error) -> Diagnostic {
     let span = err.span().unwrap_or(0..0);
     let (line, column) = locate::line_column(text, span.start);
     let path = locate::path_at(text, &span);

@@ -86,7 +86,6 @@ pub(crate) struct RawConfig {
 }
 
 /// A file of the tickets folder: only `[[tickets]]`.
-#[allow(dead_code)] // read by the tickets folder (next change)
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTicketsFile {

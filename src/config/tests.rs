@@ -149,7 +149,7 @@ fn validation_messages_name_the_key() {
         errors(&format!(
             "{TICKET}[[tickets]]\norder_id = 1\ndownload_key_id = \"k\"\n"
         )),
-        "/etc/dmstrack/config.toml:5:1: tickets[1].order_id: duplicate ticket: order_id 1 with download_key_id \"k\" is already listed"
+        "/etc/dmstrack/config.toml:5:1: tickets[1].order_id: duplicate ticket: order_id 1 with download_key_id \"k\" is already listed at /etc/dmstrack/config.toml:1:1"
     );
     assert_eq!(
         errors("[poll]\ninitial_interval = \"10m\"\nmax_interval = \"1m\"\n"),

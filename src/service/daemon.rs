@@ -19,10 +19,12 @@ use crate::config::{Config, ConfigEnv};
 use crate::credentials::{CredentialEnv, CredentialProvider};
 use crate::job::archive::ArchiveLayout;
 use crate::net::ratelimit::RateLimiter;
+use crate::service::config_watch::{Change, WatchedPaths};
 use crate::service::http::HttpState;
 use crate::service::notify::Notifier;
 use crate::telemetry::Summary;
 use crate::telemetry::metrics::Telemetry;
+use crate::watch::requests::{self, REQUESTS_DIR};
 use crate::watch::state::{DirLock, StateStore, StateWriter, writer::DEFAULT_FLUSH_INTERVAL};
 use crate::watch::{Control, DEFAULT_HEARTBEAT, RunOutcome, Scheduler, Services, load_tickets};
 
@@ -80,7 +82,19 @@ fn open_storage(state_dir: &Path, archive_dir: &Path) -> Result<Storage, StartEr
     std::fs::create_dir_all(state_dir).map_err(|e| {
         StartError::Storage(format!("state directory {}: {e}", state_dir.display()))
     })?;
-    let state_lock = DirLock::acquire(state_dir, "state").map_err(StartError::Locked)?;
+    // `dmstrack retry` / `forget` hold the lock for a moment when no daemon runs: wait a
+    // little before concluding another daemon has it.
+    let mut attempts = 0;
+    let state_lock = loop {
+        match DirLock::acquire(state_dir, "state") {
+            Ok(lock) => break lock,
+            Err(message) if attempts < 30 && message.contains("another dmstrack") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(message) => return Err(StartError::Locked(message)),
+        }
+    };
     let layout = ArchiveLayout::new(archive_dir);
     layout
         .ensure()
@@ -251,11 +265,11 @@ impl Daemon {
         mut reloads: mpsc::Receiver<()>,
     ) -> RunOutcome {
         let Self {
-            mut config,
+            config,
             env,
             credential_env,
             telemetry,
-            mut limits,
+            limits,
             notifier,
             scheduler,
             mut summary,
@@ -268,75 +282,224 @@ impl Daemon {
         notifier.ready();
         // Marks the current summary seen, so the loop does not send the same line again.
         notifier.status(&summary.borrow_and_update().line());
+        let (changes_tx, mut changes) = mpsc::channel(4);
+        let watch_stop = shutdown.child_token();
+        crate::service::config_watch::spawn(
+            WatchedPaths {
+                config: config.source.clone(),
+                tickets_dir: config.watch.tickets_dir.clone(),
+                requests_dir: config.state.dir.join(REQUESTS_DIR),
+            },
+            config.fingerprint,
+            changes_tx,
+            watch_stop.clone(),
+        );
+        let mut running = Running {
+            attempted: config.fingerprint,
+            config,
+            env,
+            credential_env,
+            telemetry,
+            limits,
+            notifier,
+            control,
+            reload_error: None,
+        };
+        running.report_ticket_files();
         let mut scheduler = tokio::spawn(scheduler.run(shutdown.clone(), control_rx));
-        let mut reload_error: Option<String> = None;
         let mut stopping_sent = false;
         let outcome = loop {
             tokio::select! {
                 joined = &mut scheduler => break joined.expect("the scheduler does not panic"),
                 Ok(()) = summary.changed() => {
-                    notifier.status(&status_line(&summary.borrow(), reload_error.as_deref()));
+                    running.notifier.status(&running.status_line(&summary.borrow()));
                 }
-                Some(()) = reloads.recv() => {
-                    notifier.reloading();
-                    let prepared = {
-                        let (config, env, credential_env) = (config.clone(), env.clone(), credential_env.clone());
-                        let (telemetry, limits) = (telemetry.clone(), limits.clone());
-                        // Reading the file and the credential files is blocking work.
-                        tokio::task::spawn_blocking(move || {
-                            reload(&config, &env, &credential_env, &telemetry, &limits)
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")))
-                    };
-                    match prepared {
-                        Ok((new_config, new_limits, services)) => {
-                            let tickets = new_config.tickets.clone();
-                            let (applied, done) = tokio::sync::oneshot::channel();
-                            if control.send(Control::Reload { tickets, services: Box::new(services), applied: Some(applied) }).await.is_ok() {
-                                // READY=1 means the new config is in force, added tickets included.
-                                let _ = done.await;
-                                new_limits.downloads.resize(new_config.download.concurrency);
-                                if let Some(upload) = &new_config.upload {
-                                    new_limits.uploads.resize(upload.concurrency);
-                                }
-                                config = new_config;
-                                limits = new_limits;
-                                reload_error = None;
-                                info!(config = %config.source.display(), tickets = config.tickets.len(), "config reloaded");
-                            }
-                        }
-                        Err(message) => {
-                            error!(error = %message, "config reload failed; keeping the running config");
-                            reload_error = Some(message);
-                        }
+                Some(()) = reloads.recv() => running.reload(&summary).await,
+                Some(change) = changes.recv() => match change {
+                    // Already tried (a SIGHUP got there first, or it failed the same way).
+                    Change::Config(seen) if seen == running.attempted => {}
+                    Change::Config(_) => {
+                        info!("the config or the tickets folder changed; reloading");
+                        running.reload(&summary).await;
                     }
-                    telemetry.health.set_reload_error(reload_error.clone());
-                    notifier.status(&status_line(&summary.borrow(), reload_error.as_deref()));
-                    notifier.ready();
-                }
+                    Change::Requests => running.serve_requests().await,
+                },
                 _ = shutdown.cancelled(), if !stopping_sent => {}
             }
             if shutdown.is_cancelled() && !stopping_sent {
-                notifier.stopping();
+                running.notifier.stopping();
                 stopping_sent = true;
             }
         };
+        watch_stop.cancel();
         // The scheduler may finish stopping before this loop saw the token (both are woken
         // by the same cancel, and `select!` picks at random), and `--once` ends without one:
         // either way the manager still hears that the service is going down.
         if !stopping_sent {
-            notifier.stopping();
+            running.notifier.stopping();
         }
         http_stop.cancel();
         outcome
     }
 }
 
-fn status_line(summary: &Summary, reload_error: Option<&str>) -> String {
-    match reload_error {
-        Some(error) => format!("{}; config reload failed: {error}", summary.line()),
-        None => summary.line(),
+/// The daemon's side of a running scheduler: the config in force, reloads and requests.
+struct Running {
+    config: Config,
+    env: ConfigEnv,
+    credential_env: CredentialEnv,
+    telemetry: Telemetry,
+    limits: Limits,
+    notifier: Arc<Notifier>,
+    control: mpsc::Sender<Control>,
+    reload_error: Option<String>,
+    /// The contents the last reload read (or tried to), so the watcher does not reload the
+    /// same contents again.
+    attempted: [u8; 32],
+}
+
+impl Running {
+    /// Re-reads the config (and the tickets folder): a valid one is applied (the difference
+    /// only), a bad one is reported and the running config stays. SIGHUP and the watcher
+    /// both end up here.
+    async fn reload(&mut self, summary: &watch::Receiver<Summary>) {
+        self.notifier.reloading();
+        self.attempted = {
+            let (config, tickets) = (
+                self.config.source.clone(),
+                self.config.watch.tickets_dir.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                crate::config::fingerprint_on_disk(&config, &tickets)
+            })
+            .await
+            .unwrap_or([0; 32])
+        };
+        let prepared = {
+            let (config, env, credential_env) = (
+                self.config.clone(),
+                self.env.clone(),
+                self.credential_env.clone(),
+            );
+            let (telemetry, limits) = (self.telemetry.clone(), self.limits.clone());
+            // Reading the files and the credential files is blocking work.
+            tokio::task::spawn_blocking(move || {
+                reload(&config, &env, &credential_env, &telemetry, &limits)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("reload task failed: {e}")))
+        };
+        match prepared {
+            Ok((new_config, new_limits, services)) => {
+                let tickets = new_config.tickets.clone();
+                let (applied, done) = tokio::sync::oneshot::channel();
+                let sent = self
+                    .control
+                    .send(Control::Reload {
+                        tickets,
+                        services: Box::new(services),
+                        applied: Some(applied),
+                    })
+                    .await;
+                if sent.is_ok() {
+                    // READY=1 means the new config is in force, added tickets included.
+                    let _ = done.await;
+                    new_limits.downloads.resize(new_config.download.concurrency);
+                    if let Some(upload) = &new_config.upload {
+                        new_limits.uploads.resize(upload.concurrency);
+                    }
+                    self.config = new_config;
+                    self.limits = new_limits;
+                    self.reload_error = None;
+                    info!(config = %self.config.source.display(), tickets = self.config.tickets.len(), "config reloaded");
+                    self.report_ticket_files();
+                }
+            }
+            Err(message) => {
+                error!(error = %message, "config reload failed; keeping the running config");
+                self.reload_error = Some(message);
+            }
+        }
+        self.telemetry
+            .health
+            .set_reload_error(self.reload_error.clone());
+        self.notifier.status(&self.status_line(&summary.borrow()));
+        self.notifier.ready();
+    }
+
+    /// Logs every tickets file that was skipped, and counts them.
+    fn report_ticket_files(&self) {
+        let mut bad = 0;
+        for file in self.config.bad_ticket_files() {
+            bad += 1;
+            error!(file = %file.path.display(), problem = file.problem.as_deref().unwrap_or(""),
+                   "a tickets file is invalid and skipped; the other tickets go on");
+        }
+        self.telemetry
+            .metrics
+            .set_ticket_files(self.config.ticket_files.len() - bad, bad);
+    }
+
+    /// `STATUS=`: the summary, then a failed reload or skipped tickets files.
+    fn status_line(&self, summary: &Summary) -> String {
+        let mut line = summary.line();
+        if let Some(error) = &self.reload_error {
+            line.push_str("; config reload failed: ");
+            line.push_str(error);
+        }
+        let bad: Vec<String> = self
+            .config
+            .bad_ticket_files()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        if !bad.is_empty() {
+            line.push_str(&format!(
+                "; invalid tickets file(s) skipped: {}",
+                bad.join(", ")
+            ));
+        }
+        line
+    }
+
+    /// Applies the waiting `retry` / `forget` requests, oldest first, and answers each.
+    async fn serve_requests(&self) {
+        let state_dir = self.config.state.dir.clone();
+        let pending = tokio::task::spawn_blocking(move || {
+            requests::pending(&state_dir)
+                .into_iter()
+                .map(|path| {
+                    let request = requests::read(&path);
+                    (path, request)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (path, request) in pending {
+            let outcome = match request {
+                Ok(request) => {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    if self
+                        .control
+                        .send(Control::Request { request, reply })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    match answer.await {
+                        Ok(outcome) => outcome,
+                        Err(_) => return,
+                    }
+                }
+                Err(problem) => requests::Outcome {
+                    code: 1,
+                    message: format!("unreadable request: {problem}"),
+                },
+            };
+            info!(request = %path.display(), code = outcome.code, message = %outcome.message, "request served");
+            let _ = tokio::task::spawn_blocking(move || requests::answer(&path, &outcome)).await;
+        }
     }
 }
 

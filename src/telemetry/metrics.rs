@@ -77,6 +77,7 @@ pub struct Metrics {
     upload_queue: Gauge,
     upload_duration: Histogram,
     retention_removed: Counter,
+    ticket_files: Family<State, Gauge>,
     state_commits: Counter,
     state_records: Counter,
     state_commit_duration: Histogram,
@@ -214,6 +215,12 @@ impl Metrics {
             "State commits that failed (the records are kept and retried)",
             state_commit_failures.clone(),
         );
+        let ticket_files = Family::<State, Gauge>::default();
+        registry.register(
+            "dmstrack_ticket_files",
+            "Files of the tickets folder: ok, or invalid (skipped)",
+            ticket_files.clone(),
+        );
         let build_info = Family::<Version, Gauge>::default();
         build_info
             .get_or_create(&Version {
@@ -242,6 +249,7 @@ impl Metrics {
             upload_queue,
             upload_duration,
             retention_removed,
+            ticket_files,
             state_commits,
             state_records,
             state_commit_duration,
@@ -325,6 +333,15 @@ impl Metrics {
     /// A ticket's upload was confirmed this long after its publish.
     pub fn upload_took(&self, seconds: f64) {
         self.upload_duration.observe(seconds);
+    }
+
+    /// The tickets folder's files: `ok` ones and `invalid` (skipped) ones.
+    pub fn set_ticket_files(&self, ok: usize, invalid: usize) {
+        for (state, count) in [("ok", ok), ("invalid", invalid)] {
+            self.ticket_files
+                .get_or_create(&State { state })
+                .set(count as i64);
+        }
     }
 
     /// `archive.retention` removed a local folder.

@@ -19,6 +19,7 @@ pub mod state;
 
 mod post;
 mod reload;
+pub mod requests;
 mod retention;
 mod tasks;
 mod tickets;
@@ -115,6 +116,13 @@ pub enum Control {
         services: Box<Services>,
         /// Answered once the new config is applied (added tickets loaded and watched).
         applied: Option<tokio::sync::oneshot::Sender<()>>,
+    },
+    /// `dmstrack retry` or `dmstrack forget`.
+    Request {
+        /// What is asked.
+        request: requests::Request,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<requests::Outcome>,
     },
 }
 
@@ -369,6 +377,7 @@ impl Scheduler {
                 }
                 Some(message) = control.recv() => match message {
                     Control::Reload { tickets, services, applied } => self.reload(tickets, *services, applied),
+                    Control::Request { request, reply } => self.on_request(request, reply),
                 },
                 _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
                 _ = tokio::time::sleep_until(next_progress_save), if downloading => {

@@ -14,7 +14,34 @@ use super::locate::{Seg, line_column, render_path, span_of};
 use super::raw::*;
 use super::*;
 
-pub(crate) use self::tickets::validate_tickets;
+pub(crate) use self::tickets::{TicketIndex, validate_tickets};
+
+/// Validates one file of the tickets folder (only `[[tickets]]`), continuing `seen` from the
+/// files before it.
+pub(crate) fn validate_tickets_file(
+    text: &str,
+    source: &Path,
+    default_tid: Option<i64>,
+    seen: &mut TicketIndex,
+) -> Result<Vec<TicketSpec>, Vec<Diagnostic>> {
+    let raw: RawTicketsFile =
+        toml::from_str(text).map_err(|err| vec![super::parse_diagnostic(text, source, &err)])?;
+    let mut c = Checker {
+        text,
+        source,
+        diagnostics: Vec::new(),
+    };
+    // A bad file must not claim its tickets in `seen`: validate on a copy first.
+    let mut local = seen.clone();
+    let tickets = validate_tickets(&mut c, raw.tickets, default_tid, &mut local);
+    if c.diagnostics.is_empty() {
+        *seen = local;
+        Ok(tickets)
+    } else {
+        c.diagnostics.sort_by_key(|d| (d.line, d.column));
+        Err(c.diagnostics)
+    }
+}
 
 /// Connect timeout for the API; the official SDK's default is 5 s.
 const DMS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,8 +73,8 @@ const HOOK_MAX_ATTEMPTS: u32 = 3;
 pub(crate) const DEFAULT_TICKETS_DIR: &str = "tickets.d";
 
 pub(crate) struct Checker<'a> {
-    text: &'a str,
-    source: &'a Path,
+    pub(crate) text: &'a str,
+    pub(crate) source: &'a Path,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -172,7 +199,8 @@ pub(super) fn validate(
             explicit: false,
         },
     };
-    let tickets = validate_tickets(&mut c, raw.tickets, dms.tid);
+    let mut ticket_index = TicketIndex::new();
+    let tickets = validate_tickets(&mut c, raw.tickets, dms.tid, &mut ticket_index);
 
     if c.diagnostics.is_empty() {
         Ok(Config {
@@ -188,6 +216,9 @@ pub(super) fn validate(
             upload,
             watch,
             tickets,
+            ticket_files: Vec::new(),
+            ticket_index,
+            fingerprint: [0; 32],
             inline_secret_keys,
         })
     } else {

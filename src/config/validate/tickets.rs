@@ -1,7 +1,7 @@
 //! `[[tickets]]`: each ticket's identity, its export filters, and duplicates. The same rules
 //! hold for the main file and for every file of the tickets folder.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use super::Checker;
 use super::key;
@@ -9,12 +9,21 @@ use crate::config::locate::Seg;
 use crate::config::raw::{RawExport, RawTicket};
 use crate::config::{ColumnFilter, ColumnOperator, ExportSpec, TicketSource, TicketSpec};
 
+/// Where each ticket is listed (`file:line:column`), by identity, across the main file and
+/// the tickets folder: a ticket listed twice is an error that names both places.
+pub(crate) type TicketIndex = HashMap<(i64, TicketSource), String>;
+
 pub(crate) fn validate_tickets(
     c: &mut Checker<'_>,
     raw: Vec<RawTicket>,
     default_tid: Option<i64>,
+    seen: &mut TicketIndex,
 ) -> Vec<TicketSpec> {
-    let mut seen = HashSet::new();
+    let places = if raw.is_empty() {
+        Vec::new()
+    } else {
+        crate::config::locate::ticket_places(c.text)
+    };
     let mut tickets = Vec::with_capacity(raw.len());
     for (i, t) in raw.into_iter().enumerate() {
         let at = |k: &'static str| [key("tickets"), Seg::Index(i), key(k)];
@@ -59,7 +68,11 @@ pub(crate) fn validate_tickets(
             (None, Some(e)) => TicketSource::Export(Box::new(validate_export(c, i, e))),
         };
         let identity = (t.order_id, source.clone());
-        if !seen.insert(identity) {
+        let place = match places.get(i) {
+            Some((line, column)) => format!("{}:{line}:{column}", c.source.display()),
+            None => c.source.display().to_string(),
+        };
+        if let Some(earlier) = seen.get(&identity) {
             let what = match &source {
                 TicketSource::Existing { download_key_id } => format!(
                     "order_id {} with download_key_id {download_key_id:?}",
@@ -69,8 +82,10 @@ pub(crate) fn validate_tickets(
             };
             c.error(
                 &[key("tickets"), Seg::Index(i), key("order_id")],
-                format!("duplicate ticket: {what} is already listed"),
+                format!("duplicate ticket: {what} is already listed at {earlier}"),
             );
+        } else {
+            seen.insert(identity, place);
         }
         tickets.push(TicketSpec {
             order_id: t.order_id,

@@ -46,6 +46,7 @@ enum Op {
     Put(Box<TicketRecord>, Durability, Option<Reply<()>>),
     Remove(String, Reply<()>),
     Load(Vec<String>, Reply<Vec<TicketRecord>>),
+    LoadAll(Reply<Vec<TicketRecord>>),
     Flush(Reply<()>),
     /// Commit, answer, and end the thread (other handles stop working).
     Stop(Reply<()>),
@@ -149,6 +150,16 @@ impl StateWriter {
             .unwrap_or_else(|_| Err(StateError::WriterGone.to_string()))
     }
 
+    /// Every record, including changes not committed yet.
+    pub async fn load_all(&self) -> Result<Vec<TicketRecord>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Op::LoadAll(reply))
+            .map_err(|_| StateError::WriterGone.to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err(StateError::WriterGone.to_string()))
+    }
+
     /// Commits what is queued and ends the task; other handles stop working.
     pub async fn close(self) {
         let (reply, rx) = oneshot::channel();
@@ -240,6 +251,20 @@ impl Writer {
             Op::Stop(reply) => {
                 self.waiters.push(reply);
                 Wanted::Stop
+            }
+            Op::LoadAll(reply) => {
+                // Commit first: the database then holds every change, pending ones included.
+                self.commit().await;
+                let store = Arc::clone(&self.store);
+                let loaded = tokio::task::spawn_blocking(move || {
+                    store.lock().expect("not poisoned").load_all()
+                })
+                .await;
+                let _ = reply.send(match loaded {
+                    Ok((records, _)) => Ok(records),
+                    Err(err) => Err(format!("reading ticket state failed: {err}")),
+                });
+                Wanted::Nothing
             }
             Op::Load(ids, reply) => {
                 let mut found = Vec::with_capacity(ids.len());
