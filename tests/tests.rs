@@ -3,6 +3,8 @@
 //! - `dms_client`: the API client against the DMS simulator: retries, faults, nonces, rate
 //!   limit, secrets.
 //! - `cli`: the `dmstrack` binary: exit codes, output, config errors.
+//! - `install`: the shipped example config and systemd units as installed: state in
+//!   `$STATE_DIRECTORY`, keyless hosts, `status` naming its folder.
 //! - `keyless`: role-based credentials end to end (STS, IMDS, RRSA fakes).
 //! - `pipeline`: the daemon in process against both simulators on paused time: the whole
 //!   way from status query to published archive, faults, unsafe zips, restarts, secrets, scale.
@@ -23,6 +25,7 @@ mod support;
 
 mod cli;
 mod dms_client;
+mod install;
 mod keyless;
 mod operations;
 mod pipeline;
