@@ -238,6 +238,25 @@ impl Metrics {
         registry.register_collector(Box::new(ProcessCollector));
         let filesystems = std::sync::Arc::new(FilesystemCollector::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&filesystems)));
+        // Series the alert rules watch with increase() exist from the start at 0: a counter
+        // that first appears at 1 shows no increase, so its first event would go unnoticed.
+        // (The action names are the DMS API's, as the client labels them.)
+        for action in [
+            "QueryDataTrackResultDownloadStatus",
+            "DownloadDataTrackResult",
+        ] {
+            for outcome in ["success", "auth_error"] {
+                let _ = api_requests.get_or_create(&ActionOutcome { action, outcome });
+            }
+        }
+        for result in ["uploaded", "failed"] {
+            let _ = uploads.get_or_create(&ResultLabel { result });
+        }
+        for hook in ["on_archived", "on_uploaded"] {
+            for result in ["ok", "failed", "timeout"] {
+                let _ = hooks.get_or_create(&HookResult { hook, result });
+            }
+        }
         let metrics = Self {
             registry,
             api_requests,
@@ -436,6 +455,9 @@ mod tests {
             "process_start_time_seconds ",
             "dmstrack_filesystem_avail_bytes{dir=\"state\"} ",
             "dmstrack_filesystem_size_bytes{dir=\"archive\"} ",
+            "dmstrack_uploads_total{result=\"failed\"} 0",
+            "dmstrack_hook_runs_total{hook=\"on_uploaded\",result=\"timeout\"} 0",
+            "dmstrack_api_requests_total{action=\"DownloadDataTrackResult\",outcome=\"auth_error\"} 0",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
