@@ -275,3 +275,60 @@ async fn status_names_the_state_folder_it_read() {
     assert!(!beside.exists(), "status creates nothing");
     assert!(stdout.contains("(no tickets)"), "{stdout}");
 }
+
+/// `DMSTRACK_LOG_FORMAT` and `DMSTRACK_LOG_LEVEL` stand in for the flags (as
+/// `/etc/default/dmstrack` sets them for the units); the flags still win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_settings_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut cmd = dmstrack();
+    cmd.env("DMSTRACK_LOG_LEVEL", "dmstrack=[")
+        .args(["check", "-c"])
+        .arg(&config);
+    let (code, _, stderr) = run(cmd).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid log level"), "{stderr}");
+    let mut cmd = dmstrack();
+    cmd.env("DMSTRACK_LOG_LEVEL", "dmstrack=[")
+        .args(["--log-level", "info", "check", "-c"])
+        .arg(&config);
+    let (code, _, stderr) = run(cmd).await;
+    assert_eq!(code, 0, "the flag wins: {stderr}");
+
+    let mut cmd = dmstrack();
+    cmd.env("DMSTRACK_LOG_FORMAT", "yaml")
+        .args(["check", "-c"])
+        .arg(&config);
+    let (code, _, stderr) = run(cmd).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("auto, text, json"), "{stderr}");
+}
+
+/// `dmstrack completions` prints each shell's script with every command, flag and value
+/// (checked by its shape: the shells themselves may not be installed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_cover_every_command() {
+    for (shell, marker) in [
+        ("bash", "complete -F _dmstrack"),
+        ("zsh", "#compdef dmstrack"),
+        ("fish", "complete -c dmstrack"),
+    ] {
+        let mut cmd = dmstrack();
+        cmd.args(["completions", shell]);
+        let (code, stdout, stderr) = run(cmd).await;
+        assert_eq!(code, 0, "{shell}: {stderr}");
+        assert!(stdout.contains(marker), "{shell}: {stdout}");
+        for command in [
+            "run",
+            "check",
+            "status",
+            "export",
+            "rollback-sql-type",
+            "REVERSE",
+        ] {
+            assert!(stdout.contains(command), "{shell} lacks {command}");
+        }
+    }
+}

@@ -4,7 +4,8 @@
 //!   limit, secrets.
 //! - `cli`: the `dmstrack` binary: exit codes, output, config errors.
 //! - `install`: the shipped example config and systemd units as installed: state in
-//!   `$STATE_DIRECTORY`, keyless hosts, `status` naming its folder.
+//!   `$STATE_DIRECTORY`, keyless hosts, `status` naming its folder; log settings from the
+//!   environment, shell completions.
 //! - `keyless`: role-based credentials end to end (STS, IMDS, RRSA fakes).
 //! - `pipeline`: the daemon in process against both simulators on paused time: the whole
 //!   way from status query to published archive, faults, unsafe zips, restarts, secrets, scale.
