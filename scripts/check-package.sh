@@ -39,6 +39,16 @@ echo "lintian: no errors"
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
+
+# The maintainer scripts may reload systemd and restart or stop what runs, never enable or
+# start a unit: an unconfigured service must stay off.
+dpkg-deb -e "$deb" "$scratch/control"
+if grep -nE 'systemctl +(--[a-z-]+ +)*(enable|start|restart|reenable)\b|deb-systemd-invoke +(start|restart)\b|deb-systemd-helper +enable\b' \
+    "$scratch"/control/{preinst,postinst,prerm,postrm} 2>/dev/null; then
+    echo "check-package: a maintainer script enables or starts a unit" >&2
+    exit 1
+fi
+echo "maintainer scripts: reload systemd, restart only what runs, never enable or start"
 inst="$scratch/root"
 mkdir -p "$inst/var/lib/dpkg/info" "$inst/var/lib/dpkg/updates"
 touch "$inst/var/lib/dpkg/status"
