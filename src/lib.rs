@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `sim` holds the loopback simulators of DMS, OSS and the credential services that `demo`
-//! and the tests use.
+//! and the tests use; it is the default cargo feature `sim`, left out of
+//! `--no-default-features` builds.
 
 pub mod cli;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod dms;
 pub mod job;
 pub mod net;
 pub mod service;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod telemetry;
 pub mod watch;

@@ -1254,7 +1254,7 @@ async fn on_archived_hook_runs_and_its_outcome_is_reported() {
             &families,
             "dmstrack_hook_runs",
             "dmstrack_hook_runs_total",
-            &[("result", result)],
+            &[("hook", "on_archived"), ("result", result)],
         );
         assert_eq!(runs, expected, "{result}");
     }

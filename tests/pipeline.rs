@@ -1,7 +1,7 @@
 //! The archive pipeline end to end, in process: the real `Daemon` against the DMS and OSS
 //! simulators on paused tokio time (simulators on the same current-thread runtime), from the
-//! first status query to the published archive, through every fault SPEC.md promises to
-//! survive or to refuse.
+//! first status query to the published archive, through every fault the documented behaviour
+//! (README "Behaviour in detail", docs/) promises to survive or to refuse.
 
 use std::io::{Cursor, Write as _};
 use std::sync::Arc;

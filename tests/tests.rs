@@ -3,6 +3,9 @@
 //! - `dms_client`: the API client against the DMS simulator: retries, faults, nonces, rate
 //!   limit, secrets.
 //! - `cli`: the `dmstrack` binary: exit codes, output, config errors.
+//! - `install`: the shipped example config and systemd units as installed: state in
+//!   `$STATE_DIRECTORY`, keyless hosts, `status` naming its folder; log settings from the
+//!   environment, shell completions.
 //! - `keyless`: role-based credentials end to end (STS, IMDS, RRSA fakes).
 //! - `manage`: the tickets folder, reloads without a signal (atomic rename, ConfigMap
 //!   symlink swap), `add`, `retry` and `forget` with the daemon running and stopped.
@@ -25,6 +28,7 @@ mod support;
 
 mod cli;
 mod dms_client;
+mod install;
 mod keyless;
 mod manage;
 mod operations;

@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{Exit, load_config, parse_rollback_sql_type};
+use super::{Exit, RollbackSqlTypeArg, load_config};
 use crate::config::{ColumnFilter, Config, ConfigEnv, RollbackSqlType};
 
 /// Arguments of `dmstrack add`.
@@ -19,9 +19,9 @@ pub(super) struct AddArgs {
     /// The key of an export that already exists.
     #[arg(long)]
     download_key_id: Option<String>,
-    /// Or let dmstrack start the export: REVERSE (rollback SQL) or FORWARD (rebuild SQL).
-    #[arg(long, value_parser = parse_rollback_sql_type)]
-    rollback_sql_type: Option<RollbackSqlType>,
+    /// Or let dmstrack start the export: which SQL DMS prepares (any case).
+    #[arg(long, value_enum, ignore_case = true)]
+    rollback_sql_type: Option<RollbackSqlTypeArg>,
     /// Start of the time filter, "yyyy-MM-dd HH:mm:ss".
     #[arg(long, requires = "rollback_sql_type")]
     filter_start_time: Option<String>,
@@ -49,7 +49,7 @@ pub(super) struct AddArgs {
         requires = "rollback_sql_type"
     )]
     event_ids: Vec<i64>,
-    /// Column filter, as for `dmstrack export`.
+    /// Column filter, as for `dmstrack export` (the config's shape).
     #[arg(long, value_parser = super::export::parse_column_filter, requires = "rollback_sql_type")]
     column_filter: Option<ColumnFilter>,
     /// Tenant id [default: dms.tid from the config].
@@ -120,7 +120,7 @@ pub(super) fn ticket_toml(args: &AddArgs) -> String {
     if let Some(key) = &args.download_key_id {
         text.push_str(&format!("download_key_id = {}\n", quoted(key)));
     }
-    if let Some(kind) = args.rollback_sql_type {
+    if let Some(kind) = args.rollback_sql_type.map(RollbackSqlType::from) {
         let mut fields = vec![format!("rollback_sql_type = {}", quoted(kind.as_str()))];
         if let Some(t) = &args.filter_start_time {
             fields.push(format!("filter_start_time = {}", quoted(t)));

@@ -1,5 +1,8 @@
 //! `dmstrack status [--json]`: every ticket's state from the state directory, without any
-//! network call: a table for people, or SPEC.md's JSON array for scripts.
+//! network call: a table for people, or the JSON array of docs/reference/status-json.md for
+//! scripts. It names the state folder it read (on stderr, so `--json` stays parseable) and
+//! warns when that folder does not exist: run by hand on a systemd host without
+//! `STATE_DIRECTORY`, it would otherwise read an empty folder and show every ticket pending.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -125,6 +128,9 @@ pub(super) fn run(path: &Path, env: &ConfigEnv, json: bool) -> Exit {
         Ok(config) => config,
         Err(exit) => return exit,
     };
+    for line in state_folder_notes(&config.state.dir, env) {
+        eprintln!("{line}");
+    }
     let (records, errors) = crate::watch::state::read_all(&config.state.dir);
     for err in &errors {
         eprintln!("warning: {err}");
@@ -159,6 +165,27 @@ pub(super) fn run(path: &Path, env: &ConfigEnv, json: bool) -> Exit {
         print_table(&entries);
     }
     Exit::Success
+}
+
+/// What `status` says about the folder it reads: its path, and a warning when it is missing.
+fn state_folder_notes(dir: &Path, env: &ConfigEnv) -> Vec<String> {
+    let mut notes = vec![format!("state folder: {}", dir.display())];
+    if !dir.is_dir() {
+        let mut warning = format!(
+            "warning: the state folder {} does not exist: nothing has run with this config and \
+             these settings yet, so every ticket shows as pending",
+            dir.display()
+        );
+        if env.state_directory.is_none() {
+            warning.push_str(
+                ". A daemon under systemd keeps its state in $STATE_DIRECTORY, which is not set \
+                 here; for dmstrack.service run `sudo STATE_DIRECTORY=/var/lib/dmstrack dmstrack \
+                 status` (dmstrack@NAME.service: /var/lib/dmstrack-NAME)",
+            );
+        }
+        notes.push(warning);
+    }
+    notes
 }
 
 fn print_table(entries: &[StatusEntry]) {
@@ -252,5 +279,38 @@ fn print_table(entries: &[StatusEntry]) {
     }
     if rows.is_empty() {
         println!("(no tickets)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_its_folder_and_warns_when_it_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = ConfigEnv::default();
+        assert_eq!(
+            state_folder_notes(dir.path(), &env),
+            [format!("state folder: {}", dir.path().display())]
+        );
+        let missing = dir.path().join("state");
+        let notes = state_folder_notes(&missing, &env);
+        assert_eq!(notes.len(), 2);
+        assert!(
+            notes[1].starts_with("warning: the state folder"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].contains("STATE_DIRECTORY=/var/lib/dmstrack"),
+            "{notes:?}"
+        );
+        // With STATE_DIRECTORY set the systemd hint would be beside the point.
+        let under_systemd = ConfigEnv {
+            state_directory: Some(missing.clone()),
+            ..ConfigEnv::default()
+        };
+        let notes = state_folder_notes(&missing, &under_systemd);
+        assert!(!notes[1].contains("sudo"), "{notes:?}");
     }
 }

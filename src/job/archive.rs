@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// `manifest.json` (SPEC.md "Archive layout"). `source` never holds the URL's query.
+/// `manifest.json` (docs/reference/manifest.md). `source` never holds the URL's query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The ticket.

@@ -164,6 +164,9 @@ impl Daemon {
             locks,
             layout,
         } = storage;
+        telemetry
+            .metrics
+            .watch_filesystems(&config.state.dir, &config.archive.dir);
         let writer = StateWriter::start(
             store,
             DEFAULT_FLUSH_INTERVAL,

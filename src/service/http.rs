@@ -52,12 +52,21 @@ pub async fn serve(
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    state
+        .metrics
+        .set_ready(state.health.readiness(state.api_window).is_ok());
+    // The scrape reads /proc and statvfs()s the state and archive folders, which can block
+    // on a hung network filesystem: off the async workers.
+    let metrics = Arc::clone(&state.metrics);
+    let text = tokio::task::spawn_blocking(move || metrics.encode())
+        .await
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
             crate::telemetry::metrics::CONTENT_TYPE,
         )],
-        state.metrics.encode(),
+        text,
     )
 }
 

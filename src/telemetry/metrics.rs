@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::telemetry::process::{FilesystemCollector, ProcessCollector};
 use crate::telemetry::summary::Summary;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +83,8 @@ pub struct Metrics {
     state_records: Counter,
     state_commit_duration: Histogram,
     state_commit_failures: Counter,
+    ready: Gauge,
+    filesystems: std::sync::Arc<FilesystemCollector>,
 }
 
 impl Default for Metrics {
@@ -232,6 +235,35 @@ impl Metrics {
             "Build information; the value is always 1",
             build_info,
         );
+        let ready = Gauge::default();
+        registry.register(
+            "dmstrack_ready",
+            "1 when /readyz answers 200 (config, credentials, and the API answered recently or \
+             nothing is pending), else 0; set at each scrape",
+            ready.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+        let filesystems = std::sync::Arc::new(FilesystemCollector::default());
+        registry.register_collector(Box::new(std::sync::Arc::clone(&filesystems)));
+        // Series the alert rules watch with increase() exist from the start at 0: a counter
+        // that first appears at 1 shows no increase, so its first event would go unnoticed.
+        // (The action names are the DMS API's, as the client labels them.)
+        for action in [
+            "QueryDataTrackResultDownloadStatus",
+            "DownloadDataTrackResult",
+        ] {
+            for outcome in ["success", "auth_error"] {
+                let _ = api_requests.get_or_create(&ActionOutcome { action, outcome });
+            }
+        }
+        for result in ["uploaded", "failed"] {
+            let _ = uploads.get_or_create(&ResultLabel { result });
+        }
+        for hook in ["on_archived", "on_uploaded"] {
+            for result in ["ok", "failed", "timeout"] {
+                let _ = hooks.get_or_create(&HookResult { hook, result });
+            }
+        }
         let metrics = Self {
             registry,
             api_requests,
@@ -254,6 +286,8 @@ impl Metrics {
             state_records,
             state_commit_duration,
             state_commit_failures,
+            ready,
+            filesystems,
         };
         metrics.set_tickets(&Summary::default());
         metrics
@@ -366,6 +400,16 @@ impl Metrics {
         self.state_commits.get()
     }
 
+    /// Whether `/readyz` would answer 200 now.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Report the free space of the filesystems holding these folders from now on.
+    pub fn watch_filesystems(&self, state: &std::path::Path, archive: &std::path::Path) {
+        self.filesystems.watch(state, archive);
+    }
+
     /// The per-state ticket gauges.
     pub fn set_tickets(&self, summary: &Summary) {
         for (state, count) in [
@@ -407,6 +451,9 @@ mod tests {
         metrics.download_bytes(1234);
         metrics.hook("on_archived", "ok");
         metrics.archived_now();
+        metrics.set_ready(true);
+        let dir = tempfile::tempdir().unwrap();
+        metrics.watch_filesystems(dir.path(), dir.path());
         let text = metrics.encode();
         for expected in [
             "dmstrack_api_requests_total{action=\"QueryDataTrackResultDownloadStatus\",outcome=\"success\"} 1",
@@ -418,6 +465,16 @@ mod tests {
             "dmstrack_hook_runs_total{hook=\"on_archived\",result=\"ok\"} 1",
             "dmstrack_build_info{version=\"",
             "# TYPE dmstrack_last_archive_timestamp_seconds gauge",
+            "dmstrack_ready 1",
+            "# TYPE process_cpu_seconds_total counter",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+            "dmstrack_filesystem_avail_bytes{dir=\"state\"} ",
+            "dmstrack_filesystem_size_bytes{dir=\"archive\"} ",
+            "dmstrack_uploads_total{result=\"failed\"} 0",
+            "dmstrack_hook_runs_total{hook=\"on_uploaded\",result=\"timeout\"} 0",
+            "dmstrack_api_requests_total{action=\"DownloadDataTrackResult\",outcome=\"auth_error\"} 0",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod metrics;
+pub mod process;
 pub mod summary;
 
 pub use metrics::{Metrics, Telemetry};

@@ -117,8 +117,9 @@ pub enum DmsError {
 }
 
 impl DmsError {
-    /// The process exit code this error calls for (SPEC.md): 78 when the configuration or the
-    /// credentials are wrong, 75 when the API could not be reached, 1 otherwise.
+    /// The process exit code this error calls for (docs/reference/commands.md): 78 when the
+    /// configuration or the credentials are wrong, 75 when the API could not be reached, 1
+    /// otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Auth { .. } => 78,

@@ -432,7 +432,7 @@ pub enum AddressingStyle {
 
 impl AddressingStyle {
     /// The default for an endpoint host: path style for an IP address or `localhost`,
-    /// virtual-hosted otherwise (SPEC `[upload] endpoint`).
+    /// virtual-hosted otherwise (docs/reference/config.md, `upload.endpoint`).
     pub fn for_host(host: &str) -> Self {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if bare.parse::<std::net::IpAddr>().is_ok() || bare.eq_ignore_ascii_case("localhost") {

@@ -29,7 +29,7 @@ use crate::job::archive::path_safe;
 pub use crate::job::hooks::{HookKind, HookOutcome};
 use crate::job::upload::progress::UploadProgress;
 
-/// Where a ticket is in its life (SPEC.md "Ticket states").
+/// Where a ticket is in its life (docs/reference/status-json.md, `state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TicketState {
