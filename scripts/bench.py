@@ -8,7 +8,10 @@ Commands (from the repository root; each builds the release binaries first unles
     python3 scripts/bench.py --waiting            # idle CPU with 1000 tickets, RSS with 10,000
     python3 scripts/bench.py --poll-cpu --rounds 3   # CPU per status poll vs the official SDK
     python3 scripts/bench.py --scale --rounds 3      # 10,000 tickets, state on the work disk
+    python3 scripts/bench.py --poll-profile       # where dmstrack's CPU per poll goes (perf)
     python3 scripts/bench.py --poll-cpu --scale --no-build   # several modes in one run
+    TOKIO_WORKER_THREADS=1 python3 scripts/bench.py --poll-cpu --work target/bench-1worker
+                                                  # the daemon inherits the environment
 
 With no mode flag it runs --archive and --waiting (--skip-waiting: --archive alone). --rounds
 applies to --archive, --poll-cpu and --scale. Raw figures of every run also go to
@@ -35,8 +38,8 @@ answering INIT, and memory with 10,000 (no target; reported).
 
 --poll-cpu: the CPU cost of one status poll, dmstrack against the official Python SDK. The
 fixture's polling mode scripts one ticket answering DOWNLOADING forever on the loopback DMS
-simulator; dmstrack's config polls it every --poll-interval (initial = max interval, jitter 0,
-max_requests_per_second 1000, [http] listen on a free port). Each contender runs twice per
+simulator; dmstrack's config polls it every --poll-interval-ms (initial = max interval,
+jitter 0, max_requests_per_second 1000, [http] listen on a free port). Each contender runs twice per
 round, once until --few polls and once until --many polls, and its CPU time (user + system of
 the whole process, from wait4: nanosecond-based, unlike /proc/PID/stat's clock ticks) is taken
 when it has exited; per poll = (cpu(many) - cpu(few)) / (polls(many) - polls(few)), so start-up
@@ -60,6 +63,13 @@ state database's dmstrack_state_commits_total, dmstrack_state_records_written_to
 dmstrack_state_commit_duration_seconds from /metrics. Targets: /healthz max <=
 --max-healthz-ms (250), peak RSS <= --max-scale-rss-mib (64), idle CPU <= --max-idle-cpu
 (0.05 s).
+
+--poll-profile: dmstrack polling as in --poll-cpu, measured three ways: 10 s plain (user and
+system CPU and context switches per poll, from /proc/PID/task/*), 10 s under `strace -c -f`
+(system calls per poll), then --profile-seconds under `perf record -e cpu-clock --call-graph
+dwarf` (needs perf: apt-get install linux-perf), broken down by the task the CPU was spent
+in, the parts of the poll task, the kind of instruction, and the top functions (self and
+inclusive). No target; it explains a --poll-cpu miss.
 
 Every mode reports median and spread (min..max) over its rounds, and the machine's load:
 the load average and the share of all cores busy during the measurement (/proc/stat), so runs
@@ -288,7 +298,9 @@ def bench_size(size, rounds, work_root):
     download, unzip_out = work / "curl.zip", work / "unzipped"
     unzip_env = dict(os.environ, LC_ALL="C.UTF-8")  # UTF-8 entry names stay UTF-8
     print(f"\n{human(info['sql_bytes'])} of SQL in {info['files']} files, "
-          f"zip {info['zip_bytes'] / MIB:.1f} MiB; {rounds} rounds", flush=True)
+          f"zip {info['zip_bytes'] / MIB:.1f} MiB; {rounds} rounds; load {load_average()}; "
+          f"busiest now: {busiest_processes()}", flush=True)
+    load = SystemLoad()
 
     ours, theirs, problems = [], [], []
 
@@ -333,6 +345,8 @@ def bench_size(size, rounds, work_root):
                 problems += [f"round {i}: {p}" for p in verify(archive, unzip_out)]
     finally:
         fixture.stop()
+    print(f"  all cores busy {load.busy_share():.0%} during these rounds; load {load_average()}",
+          flush=True)
     return {
         "sql_bytes": info["sql_bytes"],
         "zip_bytes": info["zip_bytes"],
@@ -938,6 +952,56 @@ def profile_tables(samples):
             "self_top": dict(sorted(selfs.items(), key=lambda kv: -kv[1])[:40])}
 
 
+def thread_counters(pid):
+    """{"utime", "stime" (clock ticks), "voluntary", "involuntary" (context switches)} summed
+    over the process's live threads, and the thread count."""
+    totals = {"utime": 0, "stime": 0, "voluntary": 0, "involuntary": 0, "threads": 0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        totals["utime"] += int(fields[11])
+        totals["stime"] += int(fields[12])
+        totals["voluntary"] += int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", status)[1])
+        totals["involuntary"] += int(re.search(r"nonvoluntary_ctxt_switches:\s+(\d+)", status)[1])
+        totals["threads"] += 1
+    return totals
+
+
+def per_poll_counters(fixture, pid, seconds):
+    """Polls, CPU split and context switches per poll over a plain window (no tracer)."""
+    before, polls_before = thread_counters(pid), fixture.queries()
+    time.sleep(seconds)
+    after, polls_after = thread_counters(pid), fixture.queries()
+    polls = polls_after["answered"] - polls_before["answered"]
+    hz = os.sysconf("SC_CLK_TCK")
+    delta = {k: after[k] - before[k] for k in ("utime", "stime", "voluntary", "involuntary")}
+    return {"polls": polls, "threads": after["threads"],
+            "user_ms_per_poll": delta["utime"] / hz / polls * 1000,
+            "system_ms_per_poll": delta["stime"] / hz / polls * 1000,
+            "voluntary_switches_per_poll": delta["voluntary"] / polls,
+            "involuntary_switches_per_poll": delta["involuntary"] / polls}
+
+
+def syscalls_per_poll(fixture, pid, seconds):
+    """{syscall: calls per poll} from `strace -c -f` attached for `seconds` (None without
+    strace). strace slows the process; the counts stay right."""
+    if shutil.which("strace") is None:
+        return None
+    before = fixture.queries()
+    traced = subprocess.run(["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f", "-p",
+                             str(pid)], capture_output=True, text=True)
+    polls = fixture.queries()["answered"] - before["answered"]
+    counts = {}
+    for line in traced.stderr.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            counts[fields[-1]] = int(fields[3]) / polls
+    return {"polls": polls, "per_poll": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+
+
 def bench_poll_profile(seconds, interval_ms, frequency, work_root):
     """perf record (cpu-clock, DWARF call graphs) of dmstrack polling one ticket."""
     if shutil.which("perf") is None:
@@ -955,6 +1019,8 @@ def bench_poll_profile(seconds, interval_ms, frequency, work_root):
     pid = start_daemon(config, work / "dmstrack.log")
     try:
         fixture.queries(wait_for=20)  # past start-up
+        plain = per_poll_counters(fixture, pid, 10)
+        traced = syscalls_per_poll(fixture, pid, 10)
         before = fixture.queries()
         cpu_before = proc_cpu_seconds(pid)
         record = subprocess.run(
@@ -973,8 +1039,17 @@ def bench_poll_profile(seconds, interval_ms, frequency, work_root):
     print(f"{polls} polls, {len(samples)} samples ({len(samples) / frequency:.2f} s sampled; "
           f"/proc CPU {cpu:.2f} s, {cpu / polls * 1000:.3f} ms/poll while recorded — perf's own "
           f"unwinding inflates it); {perf_data}")
+    print(f"\nwithout a profiler, over 10 s ({plain['polls']} polls, {plain['threads']} threads): "
+          f"user {plain['user_ms_per_poll']:.3f} ms + system {plain['system_ms_per_poll']:.3f} ms "
+          f"per poll (clock ticks); context switches per poll: "
+          f"{plain['voluntary_switches_per_poll']:.1f} voluntary, "
+          f"{plain['involuntary_switches_per_poll']:.1f} involuntary")
+    if traced:
+        print(f"system calls per poll (strace -c -f, {traced['polls']} polls): " + ", ".join(
+            f"{name} {count:.1f}" for name, count in traced["per_poll"].items() if count >= 0.05))
     result = profile_tables(samples)
-    result.update({"polls": polls, "cpu_s": cpu, "seconds": seconds})
+    result.update({"polls": polls, "cpu_s": cpu, "seconds": seconds, "plain": plain,
+                   "syscalls": traced})
     return result
 
 
