@@ -3,23 +3,37 @@
 //!
 //! ```text
 //! cargo run --release --example bench_fixture -- --size 512MiB --dir DIR
-//! cargo run --release --example bench_fixture -- --waiting 10000 --dir DIR
+//! cargo run --release --example bench_fixture -- --waiting 10000 --max-rps 1000 --dir DIR
+//! cargo run --release --example bench_fixture -- --polling --poll-interval 20ms --dir DIR
 //! ```
 //!
 //! Archive mode (the default) generates `SampleSpec::rollback(size, files, seed)` once into
 //! `DIR/export-….zip` (kept and reused on later runs), serves it from the OSS simulator, and
 //! scripts one ticket whose every status query answers `DOWNLOAD_SUCCESS` with a freshly
 //! presigned URL. Waiting mode (`--waiting N`) scripts N tickets that answer `INIT` forever,
-//! for idle-CPU and memory measurements.
+//! for idle-CPU and memory measurements. Polling mode (`--polling`) scripts one ticket that
+//! answers `DOWNLOADING` forever (the same answer from the first query on, so every run of a
+//! client sees the same sequence), and a config that polls it every
+//! `--poll-interval` without jitter, for the CPU cost of one status poll; its announcement
+//! also carries the simulator's made-up AccessKey pair and the ticket, so another client (the
+//! official SDK) can poll the same simulator.
 //!
 //! Either way it writes `DIR/config.toml` (static credentials with a secret file, state and
-//! archive under `DIR`), prints one line `BENCH_FIXTURE {json}` on stdout (config path, a
-//! presigned URL for curl, sizes), and serves until SIGINT/SIGTERM, or until stdin reaches its
-//! end when stdin is a pipe (so the fixture dies with the script that started it). In waiting
-//! mode it also prints `BENCH_FIXTURE_POLLED {json}` once every ticket has been queried.
-//! Human-readable notes go to stderr.
+//! archive under `DIR`; `[http] listen` with `--http-listen`), prints one line
+//! `BENCH_FIXTURE {json}` on stdout (config path, a presigned URL for curl, sizes), and serves
+//! until SIGINT/SIGTERM, or until stdin reaches its end when stdin is a pipe (so the fixture
+//! dies with the script that started it). In waiting mode it also prints
+//! `BENCH_FIXTURE_POLLED {json}` once every ticket has been queried. Human-readable notes go to
+//! stderr.
+//!
+//! Commands, one per line on stdin (when it is a pipe), each answered by one line
+//! `BENCH_FIXTURE_QUERIES {"queries": N, "answered": M}` (status queries received, and those
+//! answered HTTP 200 with `Success: true`):
+//! - `count`: at once;
+//! - `await N [SECONDS]`: as soon as `N` status queries have been received, or after SECONDS
+//!   (default 60) with fewer, so a client that died cannot hang the script.
 
-use std::io::{BufWriter, Read as _, Write as _};
+use std::io::{BufRead as _, BufWriter, Write as _};
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +50,9 @@ const AK_SECRET: &str = "bench-fixture-secret-for-the-local-simulator-only";
 /// The archive-mode ticket.
 const ORDER_ID: i64 = 90_000_001;
 const DOWNLOAD_KEY_ID: &str = "b3c4d5e6-0000-4a00-8b00-000000000001";
+/// The polling-mode ticket.
+const POLLING_ORDER_ID: i64 = 92_000_001;
+const POLLING_KEY_ID: &str = "b3c4d5e6-0000-4a00-8b00-000000000002";
 /// First order id of the waiting-mode tickets.
 const WAITING_FIRST_ORDER: i64 = 91_000_000;
 /// How long presigned URLs stay valid: longer than any benchmark run.
@@ -59,8 +76,22 @@ struct Args {
     #[arg(long, default_value_t = 2026)]
     seed: u64,
     /// Waiting mode: this many tickets that answer INIT forever, and no export.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "polling")]
     waiting: Option<usize>,
+    /// Polling mode: one ticket that answers DOWNLOADING forever, polled every
+    /// `--poll-interval`.
+    #[arg(long)]
+    polling: bool,
+    /// Poll interval of the polling mode's config (initial = max, no jitter).
+    #[arg(long, default_value = "20ms")]
+    poll_interval: String,
+    /// `dms.max_requests_per_second` of the written config (default: 10 in archive mode,
+    /// 200 in waiting mode, 1000 in polling mode).
+    #[arg(long)]
+    max_rps: Option<f64>,
+    /// Adds `[http] listen = ADDR` to the written config (for /metrics and /healthz).
+    #[arg(long)]
+    http_listen: Option<String>,
 }
 
 /// The machine-readable line for the benchmark script.
@@ -75,6 +106,12 @@ struct Announcement {
     sql_bytes: Option<u64>,
     files: Option<usize>,
     tickets: usize,
+    /// Polling mode only: what another client needs to poll the simulator's ticket. The
+    /// secret is made up and only this process's simulator accepts it.
+    access_key_id: Option<&'static str>,
+    access_key_secret: Option<&'static str>,
+    order_id: Option<i64>,
+    download_key_id: Option<&'static str>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -108,7 +145,34 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
     // Kept alive until the end: dropping the simulator stops it.
     let mut oss_keepalive = None;
 
+    let settings = ConfigSettings {
+        endpoint: dms.endpoint(),
+        http_listen: args.http_listen.clone(),
+        max_rps: args.max_rps,
+    };
     let announcement = match args.waiting {
+        None if args.polling => {
+            dms.script_ticket(POLLING_ORDER_ID, POLLING_KEY_ID, [StatusStep::Downloading]);
+            let tickets = format!(
+                "\n[[tickets]]\norder_id = {POLLING_ORDER_ID}\ndownload_key_id = \"{POLLING_KEY_ID}\"\n"
+            );
+            let plan = PollPlan::Every(&args.poll_interval);
+            let config = write_config(&dir, &settings, plan, &tickets)?;
+            Announcement {
+                config,
+                dms_endpoint: dms.endpoint(),
+                url: None,
+                zip: None,
+                zip_bytes: None,
+                sql_bytes: None,
+                files: None,
+                tickets: 1,
+                access_key_id: Some(AK_ID),
+                access_key_secret: Some(AK_SECRET),
+                order_id: Some(POLLING_ORDER_ID),
+                download_key_id: Some(POLLING_KEY_ID),
+            }
+        }
         None => {
             let spec = SampleSpec::rollback(args.size.as_u64(), args.files, args.seed);
             let zip = cached_zip(&dir, &spec, args.size)?;
@@ -137,7 +201,7 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
                 "\n[[tickets]]\norder_id = {ORDER_ID}\ndownload_key_id = \"{DOWNLOAD_KEY_ID}\"\nlabel = \"bench-{}KiB\"\n",
                 args.size.as_u64() / 1024
             );
-            let config = write_config(&dir, &dms.endpoint(), PollPlan::Fast, &tickets)?;
+            let config = write_config(&dir, &settings, PollPlan::Fast, &tickets)?;
             Announcement {
                 config,
                 dms_endpoint: dms.endpoint(),
@@ -147,6 +211,10 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
                 sql_bytes: Some(spec.total_bytes()),
                 files: Some(spec.files.len()),
                 tickets: 1,
+                access_key_id: None,
+                access_key_secret: None,
+                order_id: None,
+                download_key_id: None,
             }
         }
         Some(count) => {
@@ -160,7 +228,7 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
                     "\n[[tickets]]\norder_id = {order_id}\ndownload_key_id = \"{key}\"\n"
                 ));
             }
-            let config = write_config(&dir, &dms.endpoint(), PollPlan::Idle, &tickets)?;
+            let config = write_config(&dir, &settings, PollPlan::Idle, &tickets)?;
             Announcement {
                 config,
                 dms_endpoint: dms.endpoint(),
@@ -170,6 +238,10 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
                 sql_bytes: None,
                 files: None,
                 tickets: count,
+                access_key_id: None,
+                access_key_secret: None,
+                order_id: None,
+                download_key_id: None,
             }
         }
     };
@@ -204,7 +276,7 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
-        _ = stdin_closed() => {}
+        _ = answer_commands(&dms) => {}
         _ = polled => {}
     }
     drop(oss_keepalive);
@@ -220,22 +292,62 @@ fn announce(tag: &str, value: &impl serde::Serialize) {
     let _ = out.flush();
 }
 
-/// Resolves when stdin is a pipe and its writer has gone; never otherwise (a terminal or
-/// `/dev/null` would end at once or on a stray Ctrl-D).
-async fn stdin_closed() {
+/// Answers the commands read from stdin (see the top of this file); resolves when stdin is a
+/// pipe and its writer has gone, never otherwise (a terminal or `/dev/null` would end at once
+/// or on a stray Ctrl-D).
+async fn answer_commands(dms: &DmsSimulator) {
     let is_pipe = std::fs::metadata("/proc/self/fd/0").is_ok_and(|m| m.file_type().is_fifo());
     if !is_pipe {
         return std::future::pending().await;
     }
     // A plain thread, not `spawn_blocking`: the runtime would wait for it on the way out.
-    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
-        let mut sink = [0_u8; 256];
-        let mut stdin = std::io::stdin().lock();
-        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-        drop(closed_tx);
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    let _ = closed_rx.await;
+    while let Some(line) = line_rx.recv().await {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next().map(str::parse::<u64>)) {
+            (Some("count"), None) => {}
+            (Some("await"), Some(Ok(target))) => {
+                let limit = words
+                    .next()
+                    .and_then(|w| w.parse::<u64>().ok())
+                    .unwrap_or(60);
+                let deadline = Instant::now() + Duration::from_secs(limit);
+                // Checked every millisecond: cheap next to a status query, and late by at most
+                // that much when the measuring script stops the client.
+                while dms.action_count(QUERY_STATUS_ACTION) < target && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            _ => {
+                eprintln!("bench_fixture: unknown command {line:?} (want `count` or `await N`)");
+                continue;
+            }
+        }
+        let answered = dms
+            .calls()
+            .iter()
+            .filter(|call| {
+                call.action.as_deref() == Some(QUERY_STATUS_ACTION)
+                    && call.status == Some(200)
+                    && call.error_code.is_none()
+            })
+            .count();
+        announce(
+            "BENCH_FIXTURE_QUERIES",
+            &serde_json::json!({
+                "queries": dms.action_count(QUERY_STATUS_ACTION),
+                "answered": answered,
+            }),
+        );
+    }
 }
 
 /// The zip for `spec`, generated on the first run and reused after (the name holds
@@ -281,35 +393,58 @@ fn waiting_key(index: usize) -> String {
 
 /// Poll settings of the written config.
 #[derive(Debug, Clone, Copy)]
-enum PollPlan {
+enum PollPlan<'a> {
     /// The export is ready at once: poll fast so start-up is not measured as waiting.
     Fast,
     /// Many tickets that stay INIT: query each once quickly, then wait long between polls,
     /// so what remains is the daemon's idle cost.
     Idle,
+    /// One ticket polled at this fixed interval (a humantime string), without jitter: the
+    /// same work every time, to measure the cost of one poll.
+    Every(&'a str),
+}
+
+/// What the written config says besides the poll plan and the tickets.
+#[derive(Debug)]
+struct ConfigSettings {
+    endpoint: String,
+    http_listen: Option<String>,
+    max_rps: Option<f64>,
 }
 
 fn write_config(
     dir: &Path,
-    endpoint: &str,
-    poll: PollPlan,
+    settings: &ConfigSettings,
+    poll: PollPlan<'_>,
     tickets: &str,
 ) -> Result<PathBuf, String> {
     let secret = dir.join("ak_secret");
     dmstrack::sim::write_secret_file(&secret, AK_SECRET)
         .map_err(|e| format!("{}: {e}", secret.display()))?;
-    let (initial, max, rps) = match poll {
-        PollPlan::Fast => ("100ms", "1s", 10.0),
-        PollPlan::Idle => ("10m", "1h", 200.0),
+    let (initial, max, jitter, default_rps) = match poll {
+        PollPlan::Fast => ("100ms", "1s", None, 10.0),
+        PollPlan::Idle => ("10m", "1h", None, 200.0),
+        PollPlan::Every(interval) => (interval, interval, Some(0.0), 1000.0),
     };
+    let rps = settings.max_rps.unwrap_or(default_rps);
+    let endpoint = &settings.endpoint;
+    let jitter = jitter.map_or(String::new(), |j| {
+        format!("jitter = {j:.1}\nmultiplier = 1.0\n")
+    });
+    let http = settings
+        .http_listen
+        .as_ref()
+        .map_or(String::new(), |listen| {
+            format!("[http]\nlisten = \"{listen}\"\n\n")
+        });
     let text = format!(
         "# Written by examples/bench_fixture.rs; the simulators it points at stop with it.\n\
          [dms]\nendpoint = \"{endpoint}\"\nsignature = \"v3\"\nmax_requests_per_second = {rps:.1}\n\n\
          [credentials]\nsource = \"static\"\naccess_key_id = \"{AK_ID}\"\n\
          access_key_secret_file = \"{}\"\n\n\
-         [poll]\ninitial_interval = \"{initial}\"\nmax_interval = \"{max}\"\n\n\
+         [poll]\ninitial_interval = \"{initial}\"\nmax_interval = \"{max}\"\n{jitter}\n\
          [download]\nverify_crc64 = true\n\n\
-         [archive]\ndir = \"archive\"\n\n[state]\ndir = \"state\"\n{tickets}",
+         [archive]\ndir = \"archive\"\n\n[state]\ndir = \"state\"\n\n{http}{tickets}",
         secret.display()
     );
     let path = dir.join("config.toml");

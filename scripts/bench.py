@@ -1,7 +1,23 @@
 #!/usr/bin/env python3
-"""Benchmark: dmstrack's download + verify + extract against `curl -o` + `unzip -q`.
+"""Benchmarks of dmstrack: archive speed, idle cost, CPU per status poll, 10,000 tickets.
 
-For each export size, starts examples/bench_fixture (DMS and OSS simulators on 127.0.0.1
+Commands (from the repository root; each builds the release binaries first unless --no-build):
+
+    python3 scripts/bench.py                      # --archive (128 MiB, 512 MiB) + --waiting
+    python3 scripts/bench.py --archive --sizes 512MiB --rounds 3 --max-ratio 0.4 --max-rss-mib 32
+    python3 scripts/bench.py --waiting            # idle CPU with 1000 tickets, RSS with 10,000
+    python3 scripts/bench.py --poll-cpu --rounds 3   # CPU per status poll vs the official SDK
+    python3 scripts/bench.py --scale --rounds 3      # 10,000 tickets, state on the work disk
+    python3 scripts/bench.py --poll-profile       # where dmstrack's CPU per poll goes (perf)
+    python3 scripts/bench.py --poll-cpu --scale --no-build   # several modes in one run
+    TOKIO_WORKER_THREADS=1 python3 scripts/bench.py --poll-cpu --work target/bench-1worker
+                                                  # the daemon inherits the environment
+
+With no mode flag it runs --archive and --waiting (--skip-waiting: --archive alone). --rounds
+applies to --archive, --poll-cpu and --scale. Raw figures of every run also go to
+WORK/results.json (WORK = --work, default target/bench).
+
+--archive: for each export size, starts examples/bench_fixture (DMS and OSS simulators on 127.0.0.1
 serving a generated export: SQL text in 8 files, about 7:1 deflated) and runs N rounds, each
 timing both contenders on the same zip, alternating which goes first:
 
@@ -14,19 +30,63 @@ flushes dirty pages, so neither contender pays for the other's writeback; the pa
 not dropped (that needs root). dmstrack's archive is compared with unzip's output (the same
 paths, sizes and SHA-256), and with its own manifest.
 
-Then it measures the daemon waiting on many tickets: CPU time over an idle window with 1000
-tickets answering INIT, and memory with 10,000.
+Targets: dmstrack's median wall time <= --max-ratio x curl+unzip (default 0.7), its peak RSS
+<= --max-rss-mib (default 64), archives identical.
 
-Exit status: 0 when every target holds (dmstrack's median wall time <= 0.7 x curl+unzip,
-its peak RSS <= 64 MiB, archives identical), 1 when one misses, 2 on a setup problem.
-Python 3 standard library only.
+--waiting: the daemon waiting on many tickets: CPU time over an idle window with 1000 tickets
+answering INIT, and memory with 10,000 (no target; reported).
+
+--poll-cpu: the CPU cost of one status poll, dmstrack against the official Python SDK. The
+fixture's polling mode scripts one ticket answering DOWNLOADING forever on the loopback DMS
+simulator; dmstrack's config polls it every --poll-interval-ms (initial = max interval,
+jitter 0, max_requests_per_second 1000, [http] listen on a free port). Each contender runs twice per
+round, once until --few polls and once until --many polls, and its CPU time (user + system of
+the whole process, from wait4: nanosecond-based, unlike /proc/PID/stat's clock ticks) is taken
+when it has exited; per poll = (cpu(many) - cpu(few)) / (polls(many) - polls(few)), so start-up
+and shutdown cancel out. Polls are counted by the simulator (status queries answered with
+Success: true); dmstrack is stopped with SIGTERM once the simulator has seen the wanted count
+(dmstrack_polls_total from /metrics is read just before, the same in both runs, as a check).
+The SDK is scripts/bench_sdk_poll.py in a venv created under target/bench-venv with
+alibabacloud-dms-enterprise20181101==3.0.0, alibabacloud-tea-openapi==0.4.6 and
+darabonba-core==1.0.9 pinned (V3 signing, the fixture's static AccessKey, http to 127.0.0.1);
+it also reports its own in-process marginal cost (getrusage after --few calls and at the end).
+Target: dmstrack per poll <= --max-poll-ratio x the SDK's (default 0.1).
+
+--scale: --scale-tickets (10,000) tickets answering INIT, state and archive under WORK (its
+filesystem type is printed: it should be a real disk, not tmpfs), max_requests_per_second
+--scale-rps (1000), poll interval 10 minutes. Measures the time until every ticket was queried
+once (the fixture's BENCH_FIXTURE_POLLED), /healthz latency sampled every 50 ms during that
+first round (a new connection per sample; max and p99), the daemon's peak RSS (VmHWM), its
+CPU during the first round and over --idle-seconds after it (from /proc/PID/stat, clock
+ticks, after a settling pause of --settle-seconds for the state writer's batches), and the
+state database's dmstrack_state_commits_total, dmstrack_state_records_written_total and
+dmstrack_state_commit_duration_seconds from /metrics. Targets: /healthz max <=
+--max-healthz-ms (250), peak RSS <= --max-scale-rss-mib (64), idle CPU <= --max-idle-cpu
+(0.05 s).
+
+--poll-profile: dmstrack polling as in --poll-cpu, measured three ways: 10 s plain (user and
+system CPU and context switches per poll, from /proc/PID/task/*), 10 s under `strace -c -f`
+(system calls per poll), then --profile-seconds under `perf record -e cpu-clock --call-graph
+dwarf` (needs perf: apt-get install linux-perf), broken down by the task the CPU was spent
+in, the parts of the poll task, the kind of instruction, and the top functions (self and
+inclusive). No target; it explains a --poll-cpu miss.
+
+Every mode reports median and spread (min..max) over its rounds, and the machine's load:
+the load average and the share of all cores busy during the measurement (/proc/stat), so runs
+on a busy machine can be told apart.
+
+Exit status: 0 when every target holds, 1 when one misses, 2 on a setup problem. Python 3
+standard library only (the SDK venv is created with pip from PyPI).
 """
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
+import re
 import shutil
+import socket
 import signal
 import statistics
 import subprocess
@@ -39,6 +99,13 @@ REPO = Path(__file__).resolve().parent.parent
 RELEASE = REPO / "target" / "release"
 DMSTRACK = RELEASE / "dmstrack"
 FIXTURE = RELEASE / "examples" / "bench_fixture"
+SDK_POLL = REPO / "scripts" / "bench_sdk_poll.py"
+SDK_VENV = REPO / "target" / "bench-venv"
+SDK_PINS = {
+    "alibabacloud-dms-enterprise20181101": "3.0.0",
+    "alibabacloud-tea-openapi": "0.4.6",
+    "darabonba-core": "1.0.9",
+}
 MIB = 1024 * 1024
 
 
@@ -155,6 +222,7 @@ class Fixture:
         self.info = json.loads(self.wait_for("BENCH_FIXTURE"))
 
     def wait_for(self, tag):
+        """The payload of the next stdout line tagged `tag` (earlier lines are skipped)."""
         while True:
             line = self.proc.stdout.readline()
             if not line:
@@ -162,6 +230,14 @@ class Fixture:
             name, _, payload = line.strip().partition(" ")
             if name == tag:
                 return payload
+
+    def queries(self, wait_for=None, limit_s=120):
+        """{"queries", "answered"}: status queries the simulator received / answered with
+        Success: true; with `wait_for`, once that many were received (or after `limit_s`)."""
+        command = "count" if wait_for is None else f"await {wait_for} {limit_s}"
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.wait_for("BENCH_FIXTURE_QUERIES"))
 
     def stop(self):
         self.proc.stdin.close()
@@ -222,7 +298,9 @@ def bench_size(size, rounds, work_root):
     download, unzip_out = work / "curl.zip", work / "unzipped"
     unzip_env = dict(os.environ, LC_ALL="C.UTF-8")  # UTF-8 entry names stay UTF-8
     print(f"\n{human(info['sql_bytes'])} of SQL in {info['files']} files, "
-          f"zip {info['zip_bytes'] / MIB:.1f} MiB; {rounds} rounds", flush=True)
+          f"zip {info['zip_bytes'] / MIB:.1f} MiB; {rounds} rounds; load {load_average()}; "
+          f"busiest now: {busiest_processes()}", flush=True)
+    load = SystemLoad()
 
     ours, theirs, problems = [], [], []
 
@@ -267,6 +345,8 @@ def bench_size(size, rounds, work_root):
                 problems += [f"round {i}: {p}" for p in verify(archive, unzip_out)]
     finally:
         fixture.stop()
+    print(f"  all cores busy {load.busy_share():.0%} during these rounds; load {load_average()}",
+          flush=True)
     return {
         "sql_bytes": info["sql_bytes"],
         "zip_bytes": info["zip_bytes"],
@@ -329,41 +409,651 @@ def bench_waiting(tickets, idle_seconds, work_root):
     }
 
 
-def main():
-    global DMSTRACK
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="128MiB,512MiB",
-                        help="uncompressed export sizes, comma-separated (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per size (default 3)")
-    parser.add_argument("--work", type=Path, default=REPO / "target" / "bench",
-                        help="work folder; generated zips are cached here (default %(default)s)")
-    parser.add_argument("--max-ratio", type=float, default=0.7,
-                        help="target: dmstrack wall time / curl+unzip (default %(default)s)")
-    parser.add_argument("--max-rss-mib", type=float, default=64.0,
-                        help="target: dmstrack peak RSS (default %(default)s)")
-    parser.add_argument("--idle-tickets", type=int, default=1000)
-    parser.add_argument("--idle-seconds", type=float, default=30.0)
-    parser.add_argument("--rss-tickets", type=int, default=10000)
-    parser.add_argument("--skip-waiting", action="store_true",
-                        help="skip the idle-CPU and many-tickets measurements")
-    parser.add_argument("--no-build", action="store_true", help="use the existing release build")
-    parser.add_argument("--dmstrack", type=Path, default=DMSTRACK,
-                        help="the dmstrack binary to measure, e.g. a copy of an older build "
-                             "(default %(default)s)")
-    args = parser.parse_args()
-    DMSTRACK = args.dmstrack.resolve()
+# ---------------------------------------------------------------------------------------
+# Shared by --poll-cpu and --scale
+# ---------------------------------------------------------------------------------------
 
-    check_tools()
-    if not args.no_build:
-        build()
-    for binary in (DMSTRACK, FIXTURE):
-        if not binary.exists():
-            fail_setup(f"{binary} is missing; run without --no-build")
-    args.work.mkdir(parents=True, exist_ok=True)
-    print(f"cores: {os.cpu_count()}; work folder: {args.work}")
 
-    results = [bench_size(parse_size(s), args.rounds, args.work) for s in args.sizes.split(",")]
+def spread(values, fmt="{:.3f}"):
+    """'median (min..max)' of the values, each formatted with `fmt`."""
+    values = list(values)
+    return (f"{fmt.format(statistics.median(values))} "
+            f"({fmt.format(min(values))}..{fmt.format(max(values))})")
 
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (for dmstrack's [http] listen)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SystemLoad:
+    """The machine's load over a window: load average and the share of all cores busy."""
+
+    def __init__(self):
+        self.started = self._jiffies()
+
+    @staticmethod
+    def _jiffies():
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]), idle
+
+    def busy_share(self):
+        total, idle = self._jiffies()
+        dt = total - self.started[0]
+        return 1 - (idle - self.started[1]) / dt if dt else 0.0
+
+
+def load_average():
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def busiest_processes(count=4, window=1.0):
+    """The processes that used most CPU over the next `window` seconds, as 'name NN%'."""
+
+    def snapshot():
+        ticks = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1:text.rindex(")")]
+            fields = text.rsplit(")", 1)[1].split()
+            ticks[(stat.parent.name, name)] = int(fields[11]) + int(fields[12])
+        return ticks
+
+    before = snapshot()
+    time.sleep(window)
+    after = snapshot()
+    hz = os.sysconf("SC_CLK_TCK")
+    used = sorted(((after[k] - before.get(k, after[k])) / hz / window, k[1]) for k in after)
+    busy = [f"{name} {share:.0%}" for share, name in reversed(used[-count:]) if share > 0]
+    return ", ".join(busy) or "none"
+
+
+def filesystem_of(path):
+    """(mount point, type, device) of the filesystem holding `path`, from /proc/mounts."""
+    real = os.path.realpath(path)
+    best = ("/", "?", "?")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        device, mount, fstype = line.split()[:3]
+        mount = mount.replace("\\040", " ")
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best[0]):
+            best = (mount, fstype, device)
+    return best
+
+
+def start_daemon(config, log):
+    """Starts `dmstrack run -c config` with stdout+stderr into `log`; returns its pid."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log), flags, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    argv = [str(DMSTRACK), "run", "-c", str(config), "--log-format", "json"]
+    return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
+
+
+def stop_daemon(pid, timeout=30):
+    """SIGTERM, then reaps it: (exit code, CPU seconds from wait4)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while True:
+        reaped, status, usage = os.wait4(pid, os.WNOHANG)
+        if reaped:
+            return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)
+            return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
+        time.sleep(0.01)
+
+
+def daemon_alive(pid):
+    """True while the child has not exited (it is not reaped here)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return info is None
+
+
+def http_get(port, path, timeout=10):
+    """(status, body text, seconds) of GET http://127.0.0.1:port/path on a new connection."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read().decode()
+        return response.status, body, time.monotonic() - started
+    finally:
+        connection.close()
+
+
+METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+
+
+def scrape_metrics(port):
+    """{(name, labels text): value} from dmstrack's /metrics."""
+    status, body, _ = http_get(port, "/metrics")
+    if status != 200:
+        fail_setup(f"/metrics answered {status}")
+    values = {}
+    for line in body.splitlines():
+        match = METRIC_LINE.match(line)
+        if match:
+            values[(match[1], match[2] or "")] = float(match[3])
+    return values
+
+
+def metric_sum(values, name):
+    return sum(v for (n, _), v in values.items() if n == name)
+
+
+def histogram_quantile(values, name, q):
+    """Upper bound of the bucket holding quantile q of a Prometheus histogram (or None)."""
+    buckets = []
+    for (n, labels), v in values.items():
+        if n == f"{name}_bucket":
+            le = re.search(r'le="([^"]+)"', labels)[1]
+            buckets.append((float("inf") if le == "+Inf" else float(le), v))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    wanted = q * buckets[-1][1]
+    return next(le for le, count in buckets if count >= wanted)
+
+
+# ---------------------------------------------------------------------------------------
+# --poll-cpu
+# ---------------------------------------------------------------------------------------
+
+
+def ensure_sdk_venv():
+    """The Python of target/bench-venv with the pinned SDK packages (created as needed)."""
+    python = SDK_VENV / "bin" / "python"
+    wanted = [f"{name}=={version}" for name, version in SDK_PINS.items()]
+    if not python.exists():
+        print(f"$ python3 -m venv {SDK_VENV}", flush=True)
+        if subprocess.run([sys.executable, "-m", "venv", str(SDK_VENV)]).returncode != 0:
+            fail_setup("cannot create the SDK venv (apt-get install python3-venv?)")
+    frozen = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True,
+                            text=True).stdout.lower().replace("_", "-")
+    if any(pin.lower() not in frozen.splitlines() for pin in wanted):
+        print(f"$ {python} -m pip install -q {' '.join(wanted)}", flush=True)
+        if subprocess.run([str(python), "-m", "pip", "install", "-q", *wanted]).returncode:
+            fail_setup("cannot install the pinned SDK into the venv")
+    return python
+
+
+def poll_dmstrack(fixture, config, port, polls, log):
+    """One dmstrack run stopped after `polls` polls: (CPU s, answered polls, metrics polls)."""
+    drop_outputs(config.parent / "state", config.parent / "archive")
+    before = fixture.queries()
+    pid = start_daemon(config, log)
+    try:
+        reached = fixture.queries(wait_for=before["queries"] + polls)
+        if reached["queries"] < before["queries"] + polls or not daemon_alive(pid):
+            fail_setup(f"dmstrack made {reached['queries'] - before['queries']} of {polls} "
+                       f"polls; see {log}")
+        # The same scrape in both runs, so its cost cancels out too.
+        counted = metric_sum(scrape_metrics(port), "dmstrack_polls_total")
+    finally:
+        status, cpu = stop_daemon(pid)
+    if status != 0:
+        fail_setup(f"dmstrack exited {status} on SIGTERM; see {log}")
+    after = fixture.queries()
+    return cpu, after["answered"] - before["answered"], counted
+
+
+def poll_sdk(fixture, python, polls, few, interval, log):
+    """One SDK run of `polls` calls: (CPU s from wait4, answered polls, its own report)."""
+    info = fixture.info
+    before = fixture.queries()
+    argv = [str(python), str(SDK_POLL), "--endpoint", info["dms_endpoint"].removeprefix("http://"),
+            "--access-key-id", info["access_key_id"], "--order-id", str(info["order_id"]),
+            "--download-key-id", info["download_key_id"], "--polls", str(polls),
+            "--mark", str(min(few, polls)), "--interval", str(interval)]
+    env = dict(os.environ, BENCH_SDK_ACCESS_KEY_SECRET=info["access_key_secret"])
+    m = spawn_measured(argv, log, env)
+    if m.status != 0:
+        fail_setup(f"the SDK poller exited {m.status}; see {log}")
+    after = fixture.queries()
+    report = json.loads(Path(log).read_text().strip().splitlines()[-1])
+    return m.cpu, after["answered"] - before["answered"], report
+
+
+def bench_poll_cpu(rounds, few, many, interval_ms, work_root):
+    work = work_root / "poll-cpu"
+    port = free_port()
+    fixture = Fixture(["--polling", "--poll-interval", f"{interval_ms}ms", "--max-rps", "1000",
+                       "--http-listen", f"127.0.0.1:{port}"], work, work / "fixture.log")
+    config = Path(fixture.info["config"])
+    python = ensure_sdk_venv()
+    print(f"\nCPU per status poll: one ticket polled every {interval_ms} ms; {few} vs {many} "
+          f"polls; {rounds} rounds; load {load_average()}; busiest now: {busiest_processes()}",
+          flush=True)
+    load = SystemLoad()
+    rows = []
+    try:
+        for i in range(1, rounds + 1):
+            row = {}
+
+            def ours():
+                a = poll_dmstrack(fixture, config, port, few, work / f"dmstrack-{i}-few.log")
+                b = poll_dmstrack(fixture, config, port, many, work / f"dmstrack-{i}-many.log")
+                row["dmstrack"] = {"few": a, "many": b,
+                                   "per_poll_s": (b[0] - a[0]) / (b[1] - a[1])}
+                print(f"  round {i} dmstrack  {a[1]:4d} polls {a[0]:.3f} s, {b[1]:4d} polls "
+                      f"{b[0]:.3f} s (metrics: {a[2]:.0f}, {b[2]:.0f} polls) -> "
+                      f"{row['dmstrack']['per_poll_s'] * 1000:.3f} ms/poll", flush=True)
+
+            def theirs():
+                a = poll_sdk(fixture, python, few, few, interval_ms / 1000,
+                             work / f"sdk-{i}-few.log")
+                b = poll_sdk(fixture, python, many, few, interval_ms / 1000,
+                             work / f"sdk-{i}-many.log")
+                own = b[2]
+                inside = (own["cpu_end_s"] - own["cpu_mark_s"]) / (own["polls"] - own["mark"])
+                row["sdk"] = {"few": a[:2], "many": b[:2], "report": own,
+                              "per_poll_s": (b[0] - a[0]) / (b[1] - a[1]),
+                              "in_process_per_poll_s": inside}
+                print(f"  round {i} SDK       {a[1]:4d} polls {a[0]:.3f} s, {b[1]:4d} polls "
+                      f"{b[0]:.3f} s -> {row['sdk']['per_poll_s'] * 1000:.3f} ms/poll "
+                      f"(in-process {inside * 1000:.3f}; statuses {own['statuses']})", flush=True)
+
+            # Alternate who goes first.
+            for contender in ((ours, theirs) if i % 2 else (theirs, ours)):
+                contender()
+            rows.append(row)
+    finally:
+        fixture.stop()
+    return {"interval_ms": interval_ms, "few": few, "many": many, "rounds": rows,
+            "busy_share": load.busy_share(), "load_after": load_average()}
+
+
+# ---------------------------------------------------------------------------------------
+# --scale
+# ---------------------------------------------------------------------------------------
+
+
+class HealthProbe:
+    """GET /healthz every `period` seconds on a new connection, until stopped."""
+
+    def __init__(self, port, period=0.05):
+        self.port, self.period = port, period
+        self.latencies, self.failures, self.refused = [], [], 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        next_at = time.monotonic()
+        while not self.stopped.is_set():
+            try:
+                status, _, seconds = http_get(self.port, "/healthz")
+                if status == 200:
+                    self.latencies.append(seconds)
+                else:
+                    self.failures.append(f"HTTP {status}")
+            except ConnectionRefusedError:
+                if self.latencies:
+                    self.failures.append("refused")
+                else:
+                    self.refused += 1  # not listening yet
+            except OSError as err:
+                self.failures.append(str(err))
+            next_at = max(next_at + self.period, time.monotonic())
+            self.stopped.wait(next_at - time.monotonic())
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join()
+
+    def summary(self):
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return {"samples": 0, "failures": self.failures}
+        return {"samples": len(ordered), "failures": self.failures,
+                "max_ms": ordered[-1] * 1000,
+                "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
+                "median_ms": statistics.median(ordered) * 1000}
+
+
+def state_metrics(values):
+    name = "dmstrack_state_commit_duration_seconds"
+    count = metric_sum(values, f"{name}_count")
+    return {
+        "commits": metric_sum(values, "dmstrack_state_commits_total"),
+        "records": metric_sum(values, "dmstrack_state_records_written_total"),
+        "commit_failures": metric_sum(values, "dmstrack_state_commit_failures_total"),
+        "commit_mean_ms": metric_sum(values, f"{name}_sum") / count * 1000 if count else None,
+        "commit_p99_le_ms": (histogram_quantile(values, name, 0.99) or 0) * 1000,
+        "commit_max_le_ms": (histogram_quantile(values, name, 1.0) or 0) * 1000,
+        "polls": metric_sum(values, "dmstrack_polls_total"),
+    }
+
+
+def bench_scale_once(i, tickets, rps, idle_seconds, settle_seconds, work_root):
+    work = work_root / f"scale-{tickets}"
+    port = free_port()
+    fixture = Fixture(["--waiting", str(tickets), "--max-rps", str(rps),
+                       "--http-listen", f"127.0.0.1:{port}"], work, work / f"fixture-{i}.log")
+    config = Path(fixture.info["config"])
+    drop_outputs(config.parent / "state", config.parent / "archive")
+    log = work / f"dmstrack-{i}.log"
+    load = SystemLoad()
+    started = time.monotonic()
+    pid = start_daemon(config, log)
+    probe = HealthProbe(port)
+    ended = threading.Event()
+
+    def watchdog():  # a daemon that dies would leave us waiting for the fixture forever
+        while not ended.wait(0.2):
+            if not daemon_alive(pid):
+                fixture.proc.kill()
+                return
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        polled = json.loads(fixture.wait_for("BENCH_FIXTURE_POLLED"))
+        first_round = time.monotonic() - started
+        probe.stop()
+        first_round_cpu = proc_cpu_seconds(pid)
+        at_first_round = state_metrics(scrape_metrics(port))
+        busy_first_round = load.busy_share()
+        time.sleep(settle_seconds)  # the writer's last batch and any late answers
+        idle_start = proc_cpu_seconds(pid)
+        idle_load = SystemLoad()
+        time.sleep(idle_seconds)
+        idle_cpu = proc_cpu_seconds(pid) - idle_start
+        busy_idle = idle_load.busy_share()
+        memory = proc_memory_kib(pid)
+        at_end = state_metrics(scrape_metrics(port))
+    finally:
+        ended.set()
+        probe.stop()
+        status, total_cpu = stop_daemon(pid)
+        fixture.stop()
+    if status != 0:
+        fail_setup(f"dmstrack exited {status} on SIGTERM; see {log}")
+    return {
+        "queries": polled["queries"], "first_round_s": first_round,
+        "first_round_cpu_s": first_round_cpu, "healthz": probe.summary(),
+        "idle_s": idle_seconds, "idle_cpu_s": idle_cpu,
+        "rss_kib": memory["VmRSS"], "peak_rss_kib": memory["VmHWM"], "total_cpu_s": total_cpu,
+        "state_at_first_round": at_first_round, "state_at_end": at_end,
+        "busy_share_first_round": busy_first_round, "busy_share_idle": busy_idle,
+        "load_after": load_average(),
+    }
+
+
+def bench_scale(rounds, tickets, rps, idle_seconds, settle_seconds, work_root):
+    work = work_root / f"scale-{tickets}"
+    work.mkdir(parents=True, exist_ok=True)
+    mount, fstype, device = filesystem_of(work)
+    statfs = subprocess.run(["stat", "-f", "-c", "%T", str(work)], capture_output=True,
+                            text=True).stdout.strip()
+    print(f"\n{tickets} tickets at {rps} requests/s; state on {work}: {fstype} ({device} on "
+          f"{mount}; stat -f: {statfs}); {rounds} rounds; load {load_average()}; "
+          f"busiest now: {busiest_processes()}", flush=True)
+    if fstype in ("tmpfs", "ramfs", "overlay"):
+        print(f"  warning: {work} is on {fstype}, not a real disk", flush=True)
+    runs = []
+    for i in range(1, rounds + 1):
+        r = bench_scale_once(i, tickets, rps, idle_seconds, settle_seconds, work_root)
+        h, st = r["healthz"], r["state_at_end"]
+        print(f"  round {i}: first round {r['first_round_s']:.1f} s ({r['queries']} queries, "
+              f"CPU {r['first_round_cpu_s']:.2f} s, machine busy "
+              f"{r['busy_share_first_round']:.0%}); /healthz {h['samples']} samples max "
+              f"{h.get('max_ms', float('nan')):.1f} ms p99 {h.get('p99_ms', float('nan')):.1f} ms"
+              f"{' failures ' + str(h['failures'][:3]) if h['failures'] else ''}; "
+              f"peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB; idle CPU {r['idle_cpu_s']:.2f} s "
+              f"in {r['idle_s']:.0f} s; commits {st['commits']:.0f}, records "
+              f"{st['records']:.0f}, commit mean {st['commit_mean_ms'] or 0:.1f} ms",
+              flush=True)
+        runs.append(r)
+    return {"tickets": tickets, "rps": rps, "filesystem": {"mount": mount, "type": fstype,
+            "device": device, "stat_f": statfs}, "runs": runs}
+
+
+# ---------------------------------------------------------------------------------------
+# --poll-profile
+# ---------------------------------------------------------------------------------------
+
+# Where a sample's CPU went, by the task it ran in: the first rule (in this order) whose
+# pattern occurs anywhere in the sample's stack names it.
+PROFILE_TASKS = [
+    ("poll task: Scheduler::start_poll_or_export -> DmsClient::call", "start_poll_or_export"),
+    ("hyper connection task (socket writes and reads)", "Dispatcher<"),
+    ("state writer (watch::state)", "watch::state::"),
+    ("scheduler loop: watch::Scheduler::run", "watch::Scheduler::run"),
+    ("HTTP listener (axum)", "axum::"),
+    ("tokio worker parked: epoll_wait / futex / timer wheel", "park_internal|park_timeout|Driver::park"),
+    ("tokio worker loop (maintenance, stealing, wake-ups)", "multi_thread::worker::run"),
+]
+# Within the poll task: the first rule matching a frame below start_poll_or_export.
+PROFILE_POLL_PARTS = [
+    ("V3 signing (net::signer::sign)", r"net::signer::"),
+    ("response JSON (serde_json)", r"serde_json::"),
+    ("URL building / parsing (url::, idna::)", r"url::|idna::"),
+    ("metrics / telemetry", r"telemetry::"),
+    ("reqwest + hyper client (request building, pool, send)", r"reqwest::|hyper::|hyper_util::|tower::|http::"),
+    ("tokio (spawn, wake, timers)", r"tokio::"),
+]
+# What the sampled instruction itself was (the leaf frame).
+PROFILE_LEAF = [
+    ("kernel: context switch / scheduler / wake-up",
+     r"finish_task_switch|__schedule|schedule|try_to_wake_up|_raw_spin_unlock|futex|ttwu|enqueue|dequeue|update_curr|select_task_rq|pick_next"),
+    ("kernel: TCP/IP loopback (both ends of the socket)",
+     r"tcp_|ip_|sock_|skb|net_|__dev_queue|loopback|netif|napi|inet_|__sys_recv|sk_"),
+    ("kernel: epoll", r"ep_|epoll"),
+    ("kernel: other", r"\[kernel"),
+    ("libc malloc / free", r"malloc|_int_free|cfree|free@|realloc|tcache|calloc"),
+    ("libc memcpy / memmove / memset / memcmp", r"__mem"),
+    ("libc other / vdso", r"libc\.so|libm\.so|\[vdso\]|ld-linux"),
+    ("dmstrack binary (Rust code)", r"."),
+]
+PROFILE_GENERIC = re.compile(
+    r"^(start_thread|clone3|std::|core::ops::function|tokio::runtime::(task|blocking|scheduler::multi_thread::worker::(run|Context::run_task))|"
+    r"<std::|\[unknown\]|0x|entry_SYSCALL|do_syscall_64|<core::future::poll_fn|tokio::runtime::task)")
+
+
+def read_perf_samples(perf_data):
+    """[(leaf 'sym (dso)', [frame symbols leaf..root])] from `perf script`."""
+    out = subprocess.run(["perf", "script", "-i", str(perf_data), "-F", "ip,sym,dso"],
+                         capture_output=True, text=True).stdout
+    samples, frames = [], []
+    for line in out.splitlines() + [""]:
+        line = line.strip()
+        if not line:
+            if frames:
+                samples.append(frames)
+            frames = []
+            continue
+        _, _, rest = line.partition(" ")
+        frames.append(rest)
+    return samples
+
+
+def first_rule(rules, text):
+    for name, pattern in rules:
+        if re.search(pattern, text):
+            return name
+    return "other"
+
+
+def profile_tables(samples):
+    total = len(samples)
+    tasks, parts, leaves, selfs, inclusive = {}, {}, {}, {}, {}
+    for frames in samples:
+        stack = "\n".join(frames)
+        task = first_rule(PROFILE_TASKS, stack)
+        tasks[task] = tasks.get(task, 0) + 1
+        if task == PROFILE_TASKS[0][0]:
+            below = []
+            for frame in frames:
+                if "start_poll_or_export" in frame:
+                    break
+                below.append(frame)
+            part = first_rule(PROFILE_POLL_PARTS, "\n".join(below))
+            if part == "other":
+                part = first_rule(PROFILE_LEAF, frames[0]) + " (directly)"
+            parts[part] = parts.get(part, 0) + 1
+        leaf = first_rule(PROFILE_LEAF, frames[0])
+        leaves[leaf] = leaves.get(leaf, 0) + 1
+        name = frames[0].rsplit(" (", 1)[0]
+        selfs[name] = selfs.get(name, 0) + 1
+        for sym in {f.rsplit(" (", 1)[0] for f in frames}:
+            if not PROFILE_GENERIC.match(sym):
+                inclusive[sym] = inclusive.get(sym, 0) + 1
+
+    def table(title, counts, limit=None, of=total):
+        print(f"\n| {title} | % of samples |")
+        print("|---|---|")
+        for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:limit]:
+            print(f"| {name.replace('|', '/')} | {100 * n / of:.1f} |")
+
+    table("task the CPU was spent in", tasks)
+    poll_total = tasks.get(PROFILE_TASKS[0][0], 0)
+    if poll_total:
+        table(f"inside the poll task ({100 * poll_total / total:.1f} % of all; "
+              f"shares of all samples)", parts)
+    for title, key in (("poll task", "start_poll_or_export"),
+                       ("scheduler loop", "watch::Scheduler::run"),
+                       ("hyper connection task", "Dispatcher<")):
+        below_counts = {}
+        for frames in samples:
+            if not any(key in f for f in frames):
+                continue
+            below = set()
+            for frame in frames:
+                if key in frame:
+                    break
+                below.add(frame.rsplit(" (", 1)[0])
+            for sym in below:
+                if not PROFILE_GENERIC.match(sym):
+                    below_counts[sym] = below_counts.get(sym, 0) + 1
+        table(f"inside the {title}: top functions, inclusive (% of all samples)",
+              below_counts, 20)
+    table("what the sampled instruction was (self cost by kind)", leaves)
+    table("top functions, self", selfs, 25)
+    table("top functions, inclusive (generic runtime frames left out)", inclusive, 40)
+    return {"samples": total, "tasks": tasks, "poll_parts": parts, "leaves": leaves,
+            "self_top": dict(sorted(selfs.items(), key=lambda kv: -kv[1])[:40])}
+
+
+def thread_counters(pid):
+    """{"utime", "stime" (clock ticks), "voluntary", "involuntary" (context switches)} summed
+    over the process's live threads, and the thread count."""
+    totals = {"utime": 0, "stime": 0, "voluntary": 0, "involuntary": 0, "threads": 0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        totals["utime"] += int(fields[11])
+        totals["stime"] += int(fields[12])
+        totals["voluntary"] += int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", status)[1])
+        totals["involuntary"] += int(re.search(r"nonvoluntary_ctxt_switches:\s+(\d+)", status)[1])
+        totals["threads"] += 1
+    return totals
+
+
+def per_poll_counters(fixture, pid, seconds):
+    """Polls, CPU split and context switches per poll over a plain window (no tracer)."""
+    before, polls_before = thread_counters(pid), fixture.queries()
+    time.sleep(seconds)
+    after, polls_after = thread_counters(pid), fixture.queries()
+    polls = polls_after["answered"] - polls_before["answered"]
+    hz = os.sysconf("SC_CLK_TCK")
+    delta = {k: after[k] - before[k] for k in ("utime", "stime", "voluntary", "involuntary")}
+    return {"polls": polls, "threads": after["threads"],
+            "user_ms_per_poll": delta["utime"] / hz / polls * 1000,
+            "system_ms_per_poll": delta["stime"] / hz / polls * 1000,
+            "voluntary_switches_per_poll": delta["voluntary"] / polls,
+            "involuntary_switches_per_poll": delta["involuntary"] / polls}
+
+
+def syscalls_per_poll(fixture, pid, seconds):
+    """{syscall: calls per poll} from `strace -c -f` attached for `seconds` (None without
+    strace). strace slows the process; the counts stay right."""
+    if shutil.which("strace") is None:
+        return None
+    before = fixture.queries()
+    traced = subprocess.run(["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f", "-p",
+                             str(pid)], capture_output=True, text=True)
+    polls = fixture.queries()["answered"] - before["answered"]
+    counts = {}
+    for line in traced.stderr.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            counts[fields[-1]] = int(fields[3]) / polls
+    return {"polls": polls, "per_poll": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+
+
+def bench_poll_profile(seconds, interval_ms, frequency, work_root):
+    """perf record (cpu-clock, DWARF call graphs) of dmstrack polling one ticket."""
+    if shutil.which("perf") is None:
+        fail_setup("perf is missing (apt-get install linux-perf)")
+    work = work_root / "poll-profile"
+    port = free_port()
+    fixture = Fixture(["--polling", "--poll-interval", f"{interval_ms}ms", "--max-rps", "1000",
+                       "--http-listen", f"127.0.0.1:{port}"], work, work / "fixture.log")
+    config = Path(fixture.info["config"])
+    drop_outputs(config.parent / "state", config.parent / "archive")
+    perf_data = work / "perf.data"
+    print(f"\nprofile of dmstrack polling one ticket every {interval_ms} ms: perf record "
+          f"-e cpu-clock -F {frequency} --call-graph dwarf for {seconds:.0f} s; load "
+          f"{load_average()}", flush=True)
+    pid = start_daemon(config, work / "dmstrack.log")
+    try:
+        fixture.queries(wait_for=20)  # past start-up
+        plain = per_poll_counters(fixture, pid, 10)
+        traced = syscalls_per_poll(fixture, pid, 10)
+        before = fixture.queries()
+        cpu_before = proc_cpu_seconds(pid)
+        record = subprocess.run(
+            ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(frequency),
+             "--call-graph", "dwarf,32768", "-p", str(pid), "-o", str(perf_data),
+             "--", "sleep", str(seconds)], capture_output=True, text=True)
+        cpu = proc_cpu_seconds(pid) - cpu_before
+        after = fixture.queries()
+    finally:
+        status, _ = stop_daemon(pid)
+        fixture.stop()
+    if record.returncode != 0:
+        fail_setup(f"perf record failed: {record.stderr.strip()[-500:]}")
+    polls = after["answered"] - before["answered"]
+    samples = read_perf_samples(perf_data)
+    print(f"{polls} polls, {len(samples)} samples ({len(samples) / frequency:.2f} s sampled; "
+          f"/proc CPU {cpu:.2f} s, {cpu / polls * 1000:.3f} ms/poll while recorded — perf's own "
+          f"unwinding inflates it); {perf_data}")
+    print(f"\nwithout a profiler, over 10 s ({plain['polls']} polls, {plain['threads']} threads): "
+          f"user {plain['user_ms_per_poll']:.3f} ms + system {plain['system_ms_per_poll']:.3f} ms "
+          f"per poll (clock ticks); context switches per poll: "
+          f"{plain['voluntary_switches_per_poll']:.1f} voluntary, "
+          f"{plain['involuntary_switches_per_poll']:.1f} involuntary")
+    if traced:
+        print(f"system calls per poll (strace -c -f, {traced['polls']} polls): " + ", ".join(
+            f"{name} {count:.1f}" for name, count in traced["per_poll"].items() if count >= 0.05))
+    result = profile_tables(samples)
+    result.update({"polls": polls, "cpu_s": cpu, "seconds": seconds, "plain": plain,
+                   "syscalls": traced})
+    return result
+
+
+def report_archive(results, args):
     failed = False
     print("\n| export (SQL / zip) | dmstrack | curl + unzip | ratio | dmstrack peak RSS "
           "| curl / unzip peak RSS | result |")
@@ -389,20 +1079,199 @@ def main():
             print(f"  - {miss}")
     print(f"(median of {args.rounds} rounds; targets: ratio <= {args.max_ratio}, "
           f"RSS <= {args.max_rss_mib:.0f} MiB)")
+    for r in results:
+        ratios = [o.wall / t.wall for o, t in zip(r["ours"], r["theirs"])]
+        print(f"  {human(r['sql_bytes'])}: dmstrack wall {spread([m.wall for m in r['ours']], '{:.2f}')} s, "
+              f"CPU {spread([m.cpu for m in r['ours']], '{:.2f}')} s; curl+unzip wall "
+              f"{spread([m.wall for m in r['theirs']], '{:.2f}')} s, CPU "
+              f"{spread([m.cpu for m in r['theirs']], '{:.2f}')} s; per-round ratio "
+              f"{spread(ratios, '{:.2f}')}")
+    return failed
 
-    if not args.skip_waiting:
+
+def report_waiting(waiting):
+    print("\n| waiting tickets | start-up: state written, each ticket queried once "
+          "| CPU during start-up | CPU while idle after it | RSS | peak RSS |")
+    print("|---|---|---|---|---|---|")
+    for w in waiting:
+        print(f"| {w['tickets']} | {w['first_round_s']:.1f} s ({w['queries']} queries) "
+              f"| {w['startup_cpu_s']:.2f} s | {w['idle_cpu_s']:.2f} s in {w['idle_s']:.0f} s "
+              f"| {w['rss_kib'] / 1024:.1f} MiB | {w['peak_rss_kib'] / 1024:.1f} MiB |")
+    print("(every ticket answers INIT; the fixture's config polls every 10m at up to "
+          "200 requests/s, so after start-up the daemon only waits)")
+
+
+def report_poll_cpu(result, args):
+    rows = result["rounds"]
+    ours = [r["dmstrack"]["per_poll_s"] * 1000 for r in rows]
+    theirs = [r["sdk"]["per_poll_s"] * 1000 for r in rows]
+    inside = [r["sdk"]["in_process_per_poll_s"] * 1000 for r in rows]
+    ratios = [o / t for o, t in zip(ours, theirs)]
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    missed = ratio > args.max_poll_ratio
+    print(f"\n| CPU per status poll (every {result['interval_ms']} ms, "
+          f"({result['many']} - {result['few']} polls)) | median (min..max) ms |")
+    print("|---|---|")
+    print(f"| dmstrack (whole process, wait4) | {spread(ours)} |")
+    print(f"| official Python SDK (whole process, wait4) | {spread(theirs)} |")
+    print(f"| official Python SDK (in-process getrusage, after call {result['few']}) "
+          f"| {spread(inside)} |")
+    print(f"| ratio dmstrack / SDK | {ratio:.3f} (per round {spread(ratios)}) "
+          f"{'MISS' if missed else 'ok'} |")
+    print(f"({len(rows)} rounds; target ratio <= {args.max_poll_ratio}; all cores busy "
+          f"{result['busy_share']:.0%} during the measurement, load {result['load_after']})")
+    return missed
+
+
+def report_scale(result, args):
+    runs = result["runs"]
+    fs = result["filesystem"]
+    misses = []
+
+    def col(key, fmt, scale=1.0, source=None):
+        return spread([(source(r) if source else r[key]) * scale for r in runs], fmt)
+
+    healthz_max = [r["healthz"].get("max_ms", float("inf")) for r in runs]
+    peak = [r["peak_rss_kib"] / 1024 for r in runs]
+    idle = [r["idle_cpu_s"] for r in runs]
+    if max(healthz_max) > args.max_healthz_ms:
+        misses.append(f"/healthz max {max(healthz_max):.1f} ms > {args.max_healthz_ms:.0f} ms")
+    if any(r["healthz"]["failures"] for r in runs):
+        misses.append("/healthz failed: " + "; ".join(
+            str(r["healthz"]["failures"][:3]) for r in runs if r["healthz"]["failures"]))
+    if max(peak) > args.max_scale_rss_mib:
+        misses.append(f"peak RSS {max(peak):.1f} MiB > {args.max_scale_rss_mib:.0f} MiB")
+    if max(idle) > args.max_idle_cpu:
+        misses.append(f"idle CPU {max(idle):.2f} s > {args.max_idle_cpu} s")
+    print(f"\n| {result['tickets']} tickets, {result['rps']} requests/s, state on "
+          f"{fs['type']} ({fs['device']}) | median (min..max) |")
+    print("|---|---|")
+    print(f"| first round (each ticket queried once) | {col('first_round_s', '{:.1f}')} s |")
+    print(f"| CPU until then | {col('first_round_cpu_s', '{:.2f}')} s |")
+    print(f"| /healthz max during it | {spread(healthz_max, '{:.1f}')} ms |")
+    print(f"| /healthz p99 | {col(None, '{:.1f}', source=lambda r: r['healthz']['p99_ms'])} ms |")
+    print(f"| /healthz median | {col(None, '{:.1f}', source=lambda r: r['healthz']['median_ms'])} ms |")
+    print(f"| /healthz samples | {col(None, '{:.0f}', source=lambda r: r['healthz']['samples'])} |")
+    print(f"| peak RSS (VmHWM) | {spread(peak, '{:.1f}')} MiB |")
+    print(f"| RSS after idle | {col('rss_kib', '{:.1f}', 1 / 1024)} MiB |")
+    print(f"| idle CPU over {runs[0]['idle_s']:.0f} s | {spread(idle, '{:.2f}')} s |")
+    for when, key in (("at first round", "state_at_first_round"), ("at end", "state_at_end")):
+        print(f"| state commits {when} | {col(None, '{:.0f}', source=lambda r: r[key]['commits'])} |")
+        print(f"| state records written {when} | {col(None, '{:.0f}', source=lambda r: r[key]['records'])} |")
+    print(f"| state commit mean | {col(None, '{:.2f}', source=lambda r: r['state_at_end']['commit_mean_ms'] or 0)} ms |")
+    print(f"| state commit p99 (bucket bound) | {col(None, '{:.1f}', source=lambda r: r['state_at_end']['commit_p99_le_ms'])} ms |")
+    print(f"| state commit max (bucket bound) | {col(None, '{:.1f}', source=lambda r: r['state_at_end']['commit_max_le_ms'])} ms |")
+    print(f"| machine busy (all cores) during first round / idle | "
+          f"{col('busy_share_first_round', '{:.0%}')} / {col('busy_share_idle', '{:.0%}')} |")
+    print(f"({len(runs)} rounds; targets: /healthz max <= {args.max_healthz_ms:.0f} ms, peak RSS "
+          f"<= {args.max_scale_rss_mib:.0f} MiB, idle CPU <= {args.max_idle_cpu} s; "
+          f"{'ok' if not misses else 'MISS'})")
+    for miss in misses:
+        print(f"  - {miss}")
+    return bool(misses)
+
+
+def main():
+    global DMSTRACK
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    modes = parser.add_argument_group("modes (none given: --archive and --waiting)")
+    modes.add_argument("--archive", action="store_true",
+                       help="archive speed and RSS against curl + unzip")
+    modes.add_argument("--waiting", action="store_true",
+                       help="idle CPU and RSS of the daemon waiting on many tickets")
+    modes.add_argument("--poll-cpu", action="store_true",
+                       help="CPU per status poll, dmstrack against the official Python SDK")
+    modes.add_argument("--scale", action="store_true",
+                       help="10,000 tickets: first round, /healthz latency, RSS, idle CPU")
+    modes.add_argument("--poll-profile", action="store_true",
+                       help="perf profile of dmstrack polling one ticket (needs perf)")
+    parser.add_argument("--sizes", default="128MiB,512MiB",
+                        help="uncompressed export sizes, comma-separated (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per size / poll-cpu / scale measurement (default 3)")
+    parser.add_argument("--work", type=Path, default=REPO / "target" / "bench",
+                        help="work folder; generated zips are cached here (default %(default)s)")
+    parser.add_argument("--max-ratio", type=float, default=0.7,
+                        help="target: dmstrack wall time / curl+unzip (default %(default)s)")
+    parser.add_argument("--max-rss-mib", type=float, default=64.0,
+                        help="target: dmstrack peak RSS (default %(default)s)")
+    parser.add_argument("--idle-tickets", type=int, default=1000)
+    parser.add_argument("--idle-seconds", type=float, default=30.0,
+                        help="idle window of --waiting and --scale (default %(default)s)")
+    parser.add_argument("--rss-tickets", type=int, default=10000)
+    parser.add_argument("--skip-waiting", action="store_true",
+                        help="without a mode flag: run --archive alone")
+    parser.add_argument("--poll-interval-ms", type=int, default=20,
+                        help="--poll-cpu: poll interval (default %(default)s)")
+    parser.add_argument("--few", type=int, default=10,
+                        help="--poll-cpu: polls of the short run (default %(default)s)")
+    parser.add_argument("--many", type=int, default=500,
+                        help="--poll-cpu: polls of the long run (default %(default)s)")
+    parser.add_argument("--max-poll-ratio", type=float, default=0.1,
+                        help="target: dmstrack CPU per poll / SDK's (default %(default)s)")
+    parser.add_argument("--profile-seconds", type=float, default=30.0,
+                        help="--poll-profile: recording time (default %(default)s)")
+    parser.add_argument("--profile-frequency", type=int, default=4000,
+                        help="--poll-profile: samples per second (default %(default)s)")
+    parser.add_argument("--scale-tickets", type=int, default=10000)
+    parser.add_argument("--scale-rps", type=float, default=1000.0,
+                        help="--scale: dms.max_requests_per_second (default %(default)s)")
+    parser.add_argument("--settle-seconds", type=float, default=5.0,
+                        help="--scale: pause between the first round and the idle window "
+                             "(default %(default)s)")
+    parser.add_argument("--max-healthz-ms", type=float, default=250.0)
+    parser.add_argument("--max-scale-rss-mib", type=float, default=64.0)
+    parser.add_argument("--max-idle-cpu", type=float, default=0.05,
+                        help="--scale: target CPU seconds over the idle window "
+                             "(default %(default)s)")
+    parser.add_argument("--no-build", action="store_true", help="use the existing release build")
+    parser.add_argument("--dmstrack", type=Path, default=DMSTRACK,
+                        help="the dmstrack binary to measure, e.g. a copy of an older build "
+                             "(default %(default)s)")
+    args = parser.parse_args()
+    DMSTRACK = args.dmstrack.resolve()
+    if not (args.archive or args.waiting or args.poll_cpu or args.scale or args.poll_profile):
+        args.archive, args.waiting = True, not args.skip_waiting
+
+    if args.archive:
+        check_tools()
+    if not args.no_build:
+        build()
+    for binary in (DMSTRACK, FIXTURE):
+        if not binary.exists():
+            fail_setup(f"{binary} is missing; run without --no-build")
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(f"cores: {os.cpu_count()}; work folder: {args.work}; load {load_average()}")
+
+    failed = False
+    raw = {}
+    if args.archive:
+        results = [bench_size(parse_size(s), args.rounds, args.work)
+                   for s in args.sizes.split(",")]
+        raw["archive"] = [{**r, "ours": [vars(m) for m in r["ours"]],
+                           "theirs": [{k: v for k, v in vars(m).items() if k != "parts"}
+                                      for m in r["theirs"]]} for r in results]
+        failed |= report_archive(results, args)
+    if args.waiting:
         waiting = [bench_waiting(args.idle_tickets, args.idle_seconds, args.work),
                    bench_waiting(args.rss_tickets, args.idle_seconds, args.work)]
-        print("\n| waiting tickets | start-up: state written, each ticket queried once "
-              "| CPU during start-up | CPU while idle after it | RSS | peak RSS |")
-        print("|---|---|---|---|---|---|")
-        for w in waiting:
-            print(f"| {w['tickets']} | {w['first_round_s']:.1f} s ({w['queries']} queries) "
-                  f"| {w['startup_cpu_s']:.2f} s | {w['idle_cpu_s']:.2f} s in {w['idle_s']:.0f} s "
-                  f"| {w['rss_kib'] / 1024:.1f} MiB | {w['peak_rss_kib'] / 1024:.1f} MiB |")
-        print("(every ticket answers INIT; the fixture's config polls every 10m at up to "
-              "200 requests/s, so after start-up the daemon only waits)")
+        raw["waiting"] = waiting
+        report_waiting(waiting)
+    if args.poll_cpu:
+        result = bench_poll_cpu(args.rounds, args.few, args.many, args.poll_interval_ms,
+                                args.work)
+        raw["poll_cpu"] = result
+        failed |= report_poll_cpu(result, args)
+    if args.scale:
+        result = bench_scale(args.rounds, args.scale_tickets, args.scale_rps,
+                             args.idle_seconds, args.settle_seconds, args.work)
+        raw["scale"] = result
+        failed |= report_scale(result, args)
+    if args.poll_profile:
+        raw["poll_profile"] = bench_poll_profile(args.profile_seconds, args.poll_interval_ms,
+                                                 args.profile_frequency, args.work)
 
+    (args.work / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     sys.exit(1 if failed else 0)
 
 
