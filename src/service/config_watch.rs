@@ -119,7 +119,10 @@ fn start_inotify(
     events: mpsc::UnboundedSender<()>,
 ) -> Option<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reads (ours included: the rescan reads the config) are no change.
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+        {
             let _ = events.send(());
         }
     })

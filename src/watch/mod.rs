@@ -165,6 +165,9 @@ pub struct Scheduler {
     last_error: Option<String>,
     /// Tickets per state, kept current by every change.
     counts: Summary,
+    /// Tickets whose record changed in ways nothing waits for (attempts, next poll): sent to
+    /// the writer in one batch by the next flush.
+    dirty: HashSet<String>,
     auth_failure: Option<DmsError>,
     /// When the next `archive.retention` check is due.
     next_retention: Instant,
@@ -222,6 +225,7 @@ impl Scheduler {
             summary,
             last_error: None,
             counts: Summary::default(),
+            dirty: HashSet::new(),
             auth_failure: None,
             next_retention: Instant::now(),
             retention_task: None,
@@ -261,9 +265,30 @@ impl Scheduler {
     }
 
     /// Hands a ticket's record to the state writer.
-    fn save(&self, id: &str, durability: Durability) -> state::Committed {
-        let record = self.tickets[id].record.clone();
-        self.writer.put(record, durability)
+    /// Hands a ticket's record to the state writer: at once when something depends on it;
+    /// otherwise it is only marked dirty, and the next flush (every few seconds, and at
+    /// shutdown) sends every dirty record in one batch, so a poll costs no message at all.
+    fn save(&mut self, id: &str, durability: Durability) -> state::Committed {
+        match durability {
+            Durability::Now => {
+                self.dirty.remove(id);
+                let record = self.tickets[id].record.clone();
+                self.writer.put(record, Durability::Now)
+            }
+            Durability::Lazy => {
+                self.dirty.insert(id.to_owned());
+                state::Committed::done()
+            }
+        }
+    }
+
+    /// Sends the dirty records to the writer (committed with its next batch).
+    fn flush_dirty(&mut self) {
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(ticket) = self.tickets.get(&id) {
+                self.writer.put(ticket.record.clone(), Durability::Lazy);
+            }
+        }
     }
 
     fn schedule(&mut self, id: &str, at: Instant) {
@@ -332,6 +357,7 @@ impl Scheduler {
         mut control: mpsc::Receiver<Control>,
     ) -> RunOutcome {
         let mut next_progress_save = Instant::now() + PROGRESS_SAVE_INTERVAL;
+        let mut next_flush = Instant::now() + state::writer::DEFAULT_FLUSH_INTERVAL;
         let mut next_heartbeat = Instant::now();
         let interrupted = loop {
             self.start_due_work();
@@ -380,6 +406,10 @@ impl Scheduler {
                     Control::Request { request, reply } => self.on_request(request, reply),
                 },
                 _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
+                _ = tokio::time::sleep_until(next_flush), if !self.dirty.is_empty() => {
+                    self.flush_dirty();
+                    next_flush = Instant::now() + state::writer::DEFAULT_FLUSH_INTERVAL;
+                }
                 _ = tokio::time::sleep_until(next_progress_save), if downloading => {
                     self.save_progress();
                     next_progress_save = Instant::now() + PROGRESS_SAVE_INTERVAL;
@@ -405,6 +435,7 @@ impl Scheduler {
                 (a, f)
             }
         });
+        self.flush_dirty();
         let writer = self.writer.clone();
         let auth_failure = self.auth_failure.take();
         drop(self);

@@ -56,13 +56,19 @@ impl Scheduler {
             self.count(from, false);
             self.count(state, true);
         }
-        let durability = if from != state || new_error {
-            Durability::Now
-        } else {
-            Durability::Lazy
-        };
-        let committed = self.save(id, durability);
-        self.publish_summary();
+        let changed = from != state || new_error;
+        let committed = self.save(
+            id,
+            if changed {
+                Durability::Now
+            } else {
+                Durability::Lazy
+            },
+        );
+        // The counts and the last error are all a summary shows: unchanged, nothing to tell.
+        if changed {
+            self.publish_summary();
+        }
         committed
     }
 
