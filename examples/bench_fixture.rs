@@ -5,6 +5,8 @@
 //! cargo run --release --example bench_fixture -- --size 512MiB --dir DIR
 //! cargo run --release --example bench_fixture -- --waiting 10000 --max-rps 1000 --dir DIR
 //! cargo run --release --example bench_fixture -- --polling --poll-interval 20ms --dir DIR
+//! BENCH_S3_SECRET=… cargo run --release --example bench_fixture -- --upload-only 512MiB \
+//!     --s3-endpoint http://127.0.0.1:PORT --s3-bucket B --s3-access-key-id ID --dir DIR
 //! ```
 //!
 //! Archive mode (the default) generates `SampleSpec::rollback(size, files, seed)` once into
@@ -16,7 +18,16 @@
 //! client sees the same sequence), and a config that polls it every
 //! `--poll-interval` without jitter, for the CPU cost of one status poll; its announcement
 //! also carries the simulator's made-up AccessKey pair and the ticket, so another client (the
-//! official SDK) can poll the same simulator.
+//! official SDK) can poll the same simulator. Upload mode (`--upload-only SIZE`) generates
+//! once a file of SIZE random bytes (`DIR/upload-….zip`, kept and reused; the upload does not
+//! read a zip's structure), publishes it as the archive of one ticket
+//! (`DIR/archive/<order_id>/<key>/x_REDO_1.zip` with its `manifest.json`, written by
+//! `dmstrack::job::archive::publish`), scripts that ticket to answer `DOWNLOAD_SUCCESS`, and
+//! adds `[upload]` to the config (`s3://BUCKET/PREFIX` at `--s3-endpoint`, `--part-size`,
+//! `--upload-concurrency`, the key `--s3-access-key-id` with its secret from the environment
+//! variable `BENCH_S3_SECRET`, written to `DIR/s3_secret`): dmstrack finds the archive at
+//! start-up, takes the ticket as archived (without downloading, and without even querying
+//! DMS: the script only answers if it does), and uploads it.
 //!
 //! Either way it writes `DIR/config.toml` (static credentials with a secret file, state and
 //! archive under `DIR`; `[http] listen` with `--http-listen`), prints one line
@@ -32,6 +43,11 @@
 //! - `count`: at once;
 //! - `await N [SECONDS]`: as soon as `N` status queries have been received, or after SECONDS
 //!   (default 60) with fewer, so a client that died cannot hang the script.
+//!
+//! and, in upload mode only, `stage`: deletes `DIR/archive` and `DIR/state` and publishes the
+//! ticket's archive anew (the cached file hard-linked into it), for a fresh round; answered by
+//! `BENCH_FIXTURE_STAGED {"dir": …, "zip": …, "bytes": N}` (or `{"error": …}`). The archive
+//! is also staged once at start-up.
 
 use std::io::{BufRead as _, BufWriter, Write as _};
 use std::os::unix::fs::FileTypeExt as _;
@@ -40,6 +56,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use dmstrack::job::archive::{
+    ArchiveLayout, Manifest, ManifestSource, format_archived_at, kept_zip_name, publish,
+};
+use dmstrack::job::upload::crc64::Crc64;
 use dmstrack::sim::dms::{DmsSimulator, QUERY_STATUS_ACTION, StatusStep, UrlSource};
 use dmstrack::sim::oss::OssSimulator;
 use dmstrack::sim::zipgen::{SampleSpec, write_sample_zip};
@@ -53,6 +73,11 @@ const DOWNLOAD_KEY_ID: &str = "b3c4d5e6-0000-4a00-8b00-000000000001";
 /// The polling-mode ticket.
 const POLLING_ORDER_ID: i64 = 92_000_001;
 const POLLING_KEY_ID: &str = "b3c4d5e6-0000-4a00-8b00-000000000002";
+/// The upload-mode ticket.
+const UPLOAD_ORDER_ID: i64 = 93_000_001;
+const UPLOAD_KEY_ID: &str = "b3c4d5e6-0000-4a00-8b00-000000000003";
+/// The object name DMS gives the upload-mode export (the zip keeps it in the archive).
+const UPLOAD_OBJECT: &str = "x_REDO_1.zip";
 /// First order id of the waiting-mode tickets.
 const WAITING_FIRST_ORDER: i64 = 91_000_000;
 /// How long presigned URLs stay valid: longer than any benchmark run.
@@ -92,10 +117,34 @@ struct Args {
     /// Adds `[http] listen = ADDR` to the written config (for /metrics and /healthz).
     #[arg(long)]
     http_listen: Option<String>,
+    /// Upload mode: an archive already published for one ticket, holding a file of this many
+    /// random bytes as its zip, uploaded to `--s3-endpoint` (needs the `--s3-*` options).
+    #[arg(long, conflicts_with_all = ["waiting", "polling"],
+          requires_all = ["s3_endpoint", "s3_bucket", "s3_access_key_id"])]
+    upload_only: Option<bytesize::ByteSize>,
+    /// Upload mode: the S3-compatible endpoint, e.g. http://127.0.0.1:5000 (path style).
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// Upload mode: the bucket.
+    #[arg(long)]
+    s3_bucket: Option<String>,
+    /// Upload mode: the key prefix in the bucket.
+    #[arg(long, default_value = "bench")]
+    s3_prefix: String,
+    /// Upload mode: the access key id (its secret comes from the environment variable
+    /// `BENCH_S3_SECRET`, never from the command line).
+    #[arg(long)]
+    s3_access_key_id: Option<String>,
+    /// Upload mode: `upload.part_size`.
+    #[arg(long, default_value = "64MiB")]
+    part_size: String,
+    /// Upload mode: `upload.concurrency`.
+    #[arg(long, default_value_t = 4)]
+    upload_concurrency: u32,
 }
 
 /// The machine-readable line for the benchmark script.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize)]
 struct Announcement {
     config: PathBuf,
     dms_endpoint: String,
@@ -112,6 +161,11 @@ struct Announcement {
     access_key_secret: Option<&'static str>,
     order_id: Option<i64>,
     download_key_id: Option<&'static str>,
+    /// Upload mode only: the published archive folder, and the remote keys of the zip and
+    /// the manifest in the bucket.
+    archive_dir: Option<PathBuf>,
+    zip_key: Option<String>,
+    manifest_key: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -145,12 +199,62 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
     // Kept alive until the end: dropping the simulator stops it.
     let mut oss_keepalive = None;
 
-    let settings = ConfigSettings {
+    let mut settings = ConfigSettings {
         endpoint: dms.endpoint(),
         http_listen: args.http_listen.clone(),
         max_rps: args.max_rps,
+        extra: String::new(),
     };
+    let mut stage = None;
     let announcement = match args.waiting {
+        None if args.upload_only.is_some() => {
+            let size = args.upload_only.expect("checked").as_u64();
+            let (zip, source) = cached_random_zip(&dir, size, args.seed)?;
+            dms.script_ticket(
+                UPLOAD_ORDER_ID,
+                UPLOAD_KEY_ID,
+                // Never fetched: the archive is there already, so dmstrack takes it as is.
+                [StatusStep::success(
+                    UrlSource::fixed(format!(
+                        "http://127.0.0.1:9/bench/{UPLOAD_OBJECT}?Expires=4102444800"
+                    )),
+                    TOTAL_COUNT,
+                )],
+            );
+            settings.extra = upload_section(&dir, &args)?;
+            let tickets = format!(
+                "\n[[tickets]]\norder_id = {UPLOAD_ORDER_ID}\ndownload_key_id = \"{UPLOAD_KEY_ID}\"\nlabel = \"bench-upload\"\n"
+            );
+            let config = write_config(&dir, &settings, PollPlan::Fast, &tickets)?;
+            let staged = UploadStage {
+                dir: dir.clone(),
+                zip: zip.clone(),
+                source,
+            };
+            let archive_dir = staged.stage()?;
+            stage = Some(staged);
+            let folder = format!(
+                "{}{UPLOAD_ORDER_ID}/{UPLOAD_KEY_ID}/",
+                if args.s3_prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", args.s3_prefix.trim_matches('/'))
+                }
+            );
+            Announcement {
+                config,
+                dms_endpoint: dms.endpoint(),
+                zip: Some(zip),
+                zip_bytes: Some(size),
+                tickets: 1,
+                order_id: Some(UPLOAD_ORDER_ID),
+                download_key_id: Some(UPLOAD_KEY_ID),
+                archive_dir: Some(archive_dir),
+                zip_key: Some(format!("{folder}{}", kept_zip_name(UPLOAD_OBJECT))),
+                manifest_key: Some(format!("{folder}manifest.json")),
+                ..Announcement::default()
+            }
+        }
         None if args.polling => {
             dms.script_ticket(POLLING_ORDER_ID, POLLING_KEY_ID, [StatusStep::Downloading]);
             let tickets = format!(
@@ -161,16 +265,12 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
             Announcement {
                 config,
                 dms_endpoint: dms.endpoint(),
-                url: None,
-                zip: None,
-                zip_bytes: None,
-                sql_bytes: None,
-                files: None,
                 tickets: 1,
                 access_key_id: Some(AK_ID),
                 access_key_secret: Some(AK_SECRET),
                 order_id: Some(POLLING_ORDER_ID),
                 download_key_id: Some(POLLING_KEY_ID),
+                ..Announcement::default()
             }
         }
         None => {
@@ -211,10 +311,7 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
                 sql_bytes: Some(spec.total_bytes()),
                 files: Some(spec.files.len()),
                 tickets: 1,
-                access_key_id: None,
-                access_key_secret: None,
-                order_id: None,
-                download_key_id: None,
+                ..Announcement::default()
             }
         }
         Some(count) => {
@@ -232,16 +329,8 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
             Announcement {
                 config,
                 dms_endpoint: dms.endpoint(),
-                url: None,
-                zip: None,
-                zip_bytes: None,
-                sql_bytes: None,
-                files: None,
                 tickets: count,
-                access_key_id: None,
-                access_key_secret: None,
-                order_id: None,
-                download_key_id: None,
+                ..Announcement::default()
             }
         }
     };
@@ -276,7 +365,7 @@ async fn serve(args: Args, dir: PathBuf) -> Result<(), String> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
-        _ = answer_commands(&dms) => {}
+        _ = answer_commands(&dms, stage.as_ref()) => {}
         _ = polled => {}
     }
     drop(oss_keepalive);
@@ -295,7 +384,7 @@ fn announce(tag: &str, value: &impl serde::Serialize) {
 /// Answers the commands read from stdin (see the top of this file); resolves when stdin is a
 /// pipe and its writer has gone, never otherwise (a terminal or `/dev/null` would end at once
 /// or on a stray Ctrl-D).
-async fn answer_commands(dms: &DmsSimulator) {
+async fn answer_commands(dms: &DmsSimulator, stage: Option<&UploadStage>) {
     let is_pipe = std::fs::metadata("/proc/self/fd/0").is_ok_and(|m| m.file_type().is_fifo());
     if !is_pipe {
         return std::future::pending().await;
@@ -312,6 +401,23 @@ async fn answer_commands(dms: &DmsSimulator) {
     });
     while let Some(line) = line_rx.recv().await {
         let mut words = line.split_whitespace();
+        if let (Some("stage"), Some(stage)) = (line.split_whitespace().next(), stage) {
+            let stage = stage.clone();
+            let staged = tokio::task::spawn_blocking(move || {
+                let dir = stage.stage()?;
+                Ok::<_, String>(serde_json::json!({
+                    "dir": dir,
+                    "zip": stage.zip,
+                    "bytes": stage.source.bytes,
+                }))
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|staged| staged);
+            let answer = staged.unwrap_or_else(|error| serde_json::json!({ "error": error }));
+            announce("BENCH_FIXTURE_STAGED", &answer);
+            continue;
+        }
         match (words.next(), words.next().map(str::parse::<u64>)) {
             (Some("count"), None) => {}
             (Some("await"), Some(Ok(target))) => {
@@ -327,7 +433,10 @@ async fn answer_commands(dms: &DmsSimulator) {
                 }
             }
             _ => {
-                eprintln!("bench_fixture: unknown command {line:?} (want `count` or `await N`)");
+                eprintln!(
+                    "bench_fixture: unknown command {line:?} (want `count`, `await N` or, in \
+                     upload mode, `stage`)"
+                );
                 continue;
             }
         }
@@ -386,6 +495,132 @@ fn cached_zip(dir: &Path, spec: &SampleSpec, size: bytesize::ByteSize) -> Result
     Ok(path)
 }
 
+/// A file of `size` random bytes (seeded, so every run makes the same), generated on the first
+/// run and reused after, with the manifest's `source` for it (its SHA-256 and CRC-64, kept in
+/// a `.json` beside it).
+fn cached_random_zip(
+    dir: &Path,
+    size: u64,
+    seed: u64,
+) -> Result<(PathBuf, ManifestSource), String> {
+    use sha2::Digest as _;
+
+    let path = dir.join(format!("upload-{size}-seed{seed}.zip"));
+    let sums_path = path.with_extension("zip.json");
+    let source = |sha256: String, crc64: u64| ManifestSource {
+        host: "127.0.0.1:9".to_owned(),
+        object: format!("bench/{UPLOAD_OBJECT}"),
+        bytes: size,
+        crc64ecma: crc64.to_string(),
+        sha256,
+    };
+    let same_size = std::fs::metadata(&path).is_ok_and(|m| m.len() == size);
+    if same_size && let Ok(text) = std::fs::read_to_string(&sums_path) {
+        let sums: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sums_path.display()))?;
+        if let (Some(sha256), Some(crc64)) = (sums["sha256"].as_str(), sums["crc64"].as_u64()) {
+            return Ok((path, source(sha256.to_owned(), crc64)));
+        }
+    }
+    eprintln!(
+        "bench_fixture: writing {size} random bytes into {} (once; later runs reuse it)…",
+        path.display()
+    );
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut sha = sha2::Sha256::new();
+    let mut crc = Crc64::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let chunk = &mut buf[..left.min(1 << 20) as usize];
+        rng.fill(chunk);
+        sha.update(&*chunk);
+        crc.update(chunk);
+        tmp.as_file_mut()
+            .write_all(chunk)
+            .map_err(|e| format!("writing the file: {e}"))?;
+        left -= chunk.len() as u64;
+    }
+    tmp.persist(&path)
+        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
+    let sha256 = dmstrack::net::signer::hex_lower(&sha.finalize());
+    let sums = serde_json::json!({"sha256": sha256, "crc64": crc.value()});
+    std::fs::write(&sums_path, sums.to_string())
+        .map_err(|e| format!("{}: {e}", sums_path.display()))?;
+    Ok((path, source(sha256, crc.value())))
+}
+
+/// The upload mode's archive: the cached file, published as one ticket's zip.
+#[derive(Debug, Clone)]
+struct UploadStage {
+    /// The fixture's folder (the config's `archive` and `state` are inside).
+    dir: PathBuf,
+    /// The cached random file.
+    zip: PathBuf,
+    /// The manifest's `source` for it.
+    source: ManifestSource,
+}
+
+impl UploadStage {
+    /// Deletes `archive/` and `state/`, then publishes the ticket's archive with the real
+    /// `publish` (manifest written and fsynced, one rename): the zip is a hard link to the
+    /// cached file (a copy across filesystems), beside an empty `files/`. Blocking.
+    fn stage(&self) -> Result<PathBuf, String> {
+        for sub in ["archive", "state"] {
+            let path = self.dir.join(sub);
+            if path.exists() {
+                std::fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        let layout = ArchiveLayout::new(&self.dir.join("archive"));
+        let staging = layout
+            .new_staging("bench-upload")
+            .map_err(|e| e.to_string())?;
+        let kept = staging.join(kept_zip_name(&self.source.object));
+        std::fs::hard_link(&self.zip, &kept)
+            .or_else(|_| std::fs::copy(&self.zip, &kept).map(drop))
+            .map_err(|e| format!("{}: {e}", kept.display()))?;
+        let manifest = Manifest {
+            order_id: UPLOAD_ORDER_ID,
+            download_key_id: UPLOAD_KEY_ID.to_owned(),
+            tid: None,
+            label: Some("bench-upload".to_owned()),
+            total_count: Some(TOTAL_COUNT as i64),
+            archived_at: format_archived_at(jiff::Timestamp::now()),
+            source: self.source.clone(),
+            files: Vec::new(),
+        };
+        let final_dir = layout.final_dir(UPLOAD_ORDER_ID, UPLOAD_KEY_ID);
+        publish(&staging, &final_dir, &manifest).map_err(|e| e.to_string())?;
+        Ok(final_dir)
+    }
+}
+
+/// `[upload]` for the upload mode, with the secret written to `DIR/s3_secret`.
+fn upload_section(dir: &Path, args: &Args) -> Result<String, String> {
+    let secret_path = dir.join("s3_secret");
+    let secret = std::env::var("BENCH_S3_SECRET")
+        .map_err(|_| "upload mode needs the S3 secret in BENCH_S3_SECRET".to_owned())?;
+    dmstrack::sim::write_secret_file(&secret_path, &secret)
+        .map_err(|e| format!("{}: {e}", secret_path.display()))?;
+    let (endpoint, bucket, key_id) = (
+        args.s3_endpoint.as_deref().unwrap_or_default(),
+        args.s3_bucket.as_deref().unwrap_or_default(),
+        args.s3_access_key_id.as_deref().unwrap_or_default(),
+    );
+    Ok(format!(
+        "[upload]\nurl = \"s3://{bucket}/{}\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+         content = \"zip\"\npart_size = \"{}\"\nconcurrency = {}\n\n\
+         [upload.credentials]\naccess_key_id = \"{key_id}\"\nsecret_access_key_file = \"{}\"\n\n",
+        args.s3_prefix.trim_matches('/'),
+        args.part_size,
+        args.upload_concurrency,
+        secret_path.display()
+    ))
+}
+
 /// A distinct, UUID-shaped key per waiting ticket.
 fn waiting_key(index: usize) -> String {
     format!("0000beef-0000-4000-8000-{index:012x}")
@@ -410,6 +645,8 @@ struct ConfigSettings {
     endpoint: String,
     http_listen: Option<String>,
     max_rps: Option<f64>,
+    /// More sections (`[upload]`), before the tickets.
+    extra: String,
 }
 
 fn write_config(
@@ -444,8 +681,9 @@ fn write_config(
          access_key_secret_file = \"{}\"\n\n\
          [poll]\ninitial_interval = \"{initial}\"\nmax_interval = \"{max}\"\n{jitter}\n\
          [download]\nverify_crc64 = true\n\n\
-         [archive]\ndir = \"archive\"\n\n[state]\ndir = \"state\"\n\n{http}{tickets}",
-        secret.display()
+         [archive]\ndir = \"archive\"\n\n[state]\ndir = \"state\"\n\n{http}{}{tickets}",
+        secret.display(),
+        settings.extra
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;

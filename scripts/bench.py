@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmarks of dmstrack: archive speed, idle cost, CPU per status poll, 10,000 tickets.
+"""Benchmarks of dmstrack: archive speed, idle cost, CPU per status poll, 10,000 tickets, upload.
 
 Commands (from the repository root; each builds the release binaries first unless --no-build):
 
@@ -9,12 +9,16 @@ Commands (from the repository root; each builds the release binaries first unles
     python3 scripts/bench.py --poll-cpu --rounds 3   # CPU per status poll vs the official SDK
     python3 scripts/bench.py --scale --rounds 3      # 10,000 tickets, state on the work disk
     python3 scripts/bench.py --poll-profile       # where dmstrack's CPU per poll goes (perf)
+    python3 scripts/bench.py --upload --rounds 3  # 512 MiB to a local S3 server, vs boto3
+    python3 scripts/bench.py --upload --s3-server s3s-fs --no-build   # another server
+    python3 scripts/bench.py --upload --upload-variants 64MiB:4,16MiB:8 \\
+        --boto3-variants default,64MiB:4,64MiB:4/nocrc --no-build
     python3 scripts/bench.py --poll-cpu --scale --no-build   # several modes in one run
     TOKIO_WORKER_THREADS=1 python3 scripts/bench.py --poll-cpu --work target/bench-1worker
                                                   # the daemon inherits the environment
 
 With no mode flag it runs --archive and --waiting (--skip-waiting: --archive alone). --rounds
-applies to --archive, --poll-cpu and --scale. Raw figures of every run also go to
+applies to --archive, --poll-cpu, --scale and --upload. Raw figures of every run also go to
 WORK/results.json (WORK = --work, default target/bench).
 
 --archive: for each export size, starts examples/bench_fixture (DMS and OSS simulators on 127.0.0.1
@@ -71,12 +75,53 @@ dwarf` (needs perf: apt-get install linux-perf), broken down by the task the CPU
 in, the parts of the poll task, the kind of instruction, and the top functions (self and
 inclusive). No target; it explains a --poll-cpu miss.
 
+--upload: the upload of a --upload-size (512 MiB) zip to a local S3 server on 127.0.0.1, dmstrack
+against boto3's managed transfer of the same file to the same server. The server is moto 5.2.5
+(the venv of scripts/moto-venv.sh, the one the S3 tests use), run by scripts/bench_s3.py serve
+as tests/support/moto.rs runs it: authentication turns on after an IAM user, its allow-all
+policy and its access key were created with the unsigned allowance, then the bucket; bodies
+stay in memory (MOTO_S3_DEFAULT_KEY_BUFFER_SIZE = 4 GiB; --moto-on-disk: moto's default,
+temporary files past 5 MiB), and every request is logged with the server's own times. The
+fixture's upload mode (examples/bench_fixture --upload-only SIZE) writes, once, a file of
+random bytes (the upload does not read a zip's structure), and before every dmstrack run
+(its `stage` command) deletes archive/ and state/ and publishes the ticket's archive anew with
+dmstrack's own `publish`: <archive>/<order_id>/<key>/x_REDO_1.zip (a hard link to that file)
+and manifest.json. Its config has [upload] url = "s3://bench/bench" at moto, the key's secret
+in a file, part_size and concurrency from --upload-variants (PART:CONCURRENCY, comma-separated;
+the first one is held to the targets). dmstrack finds the archive at start-up, takes it as
+archived (no download; DMS is not even queried), and uploads it: the zip with a multipart
+upload, then manifest.json. Each round runs, in alternating order, every dmstrack variant
+(`dmstrack run --once`) and every --boto3-variants entry (scripts/bench_s3.py upload:
+S3Client.upload_file with the default TransferConfig, 8 MiB parts and 10 threads, or
+PART:CONCURRENCY; /nocrc sets request_checksum_calculation = when_required, so boto3 declares
+no per-part CRC32, like dmstrack, which sends Content-MD5 instead). --s3-server s3s-fs runs
+the same rounds against s3s-fs 0.14.1 instead, a Rust S3 server over a folder (none of the S3
+servers on PyPI besides moto has both SigV4 and multipart uploads: local-s3-server, pys3local
+and s3serve have no multipart, pys3server is a framework without a storage backend), installed
+once with `cargo install s3s-fs@0.14.1 --features binary --locked --root target/s3s-fs`,
+with one made-up key and its folder on tmpfs (/dev/shm), so bodies stay in memory as with
+moto; its per-part and Complete times come from its debug log (the end of each part only, so
+"parts" starts at dmstrack's "multipart upload" log line, or at boto3's upload_file call).
+
+Measured per run: the upload's wall time (dmstrack: from its JSON log line "dmstrack started"
+to "uploaded", which covers planning, the digest pass over the file, HeadObject, the multipart
+upload and manifest.json, a few ms after the process began; boto3: the upload_file call alone,
+timed inside the process after the imports and the client were made, so Python's ~0.3 s of
+start-up is not counted), MiB/s from it, the process's own wall time, CPU time (wait4) and
+peak RSS (VmHWM); moto's CPU time over the run (/proc, clock ticks); and from moto's request
+log the server's view: the time from the start to the first request (dmstrack's digest pass),
+the span of the part uploads ("bodies"), and the CompleteMultipartUpload. After each run the
+objects are checked with HeadObject (size, and an ETag equal to the multipart ETag computed
+here with hashlib from the file: MD5 of the parts' MD5s, "-N") and deleted. Targets for the
+first dmstrack variant: >= --min-upload-mibs (200) MiB/s, peak RSS <= --max-upload-rss-mib
+(64), wall time <= --max-upload-ratio (1.0) x the first boto3 variant's.
+
 Every mode reports median and spread (min..max) over its rounds, and the machine's load:
 the load average and the share of all cores busy during the measurement (/proc/stat), so runs
 on a busy machine can be told apart.
 
 Exit status: 0 when every target holds, 1 when one misses, 2 on a setup problem. Python 3
-standard library only (the SDK venv is created with pip from PyPI).
+standard library only (the SDK venv and the moto venv are created with pip from PyPI).
 """
 
 import argparse
@@ -91,8 +136,10 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,6 +154,7 @@ SDK_PINS = {
     "darabonba-core": "1.0.9",
 }
 MIB = 1024 * 1024
+NAN = float("nan")
 
 
 def parse_size(text):
@@ -213,12 +261,12 @@ def drop_outputs(*paths):
 class Fixture:
     """examples/bench_fixture as a child; it exits when our end of its stdin closes."""
 
-    def __init__(self, args, work, log):
+    def __init__(self, args, work, log, env=None):
         work.mkdir(parents=True, exist_ok=True)
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
             [str(FIXTURE), "--dir", str(work), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.info = json.loads(self.wait_for("BENCH_FIXTURE"))
 
     def wait_for(self, tag):
@@ -230,6 +278,12 @@ class Fixture:
             name, _, payload = line.strip().partition(" ")
             if name == tag:
                 return payload
+
+    def command(self, command, tag):
+        """Sends one command line and returns the payload of its answer tagged `tag`."""
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.wait_for(tag)
 
     def queries(self, wait_for=None, limit_s=120):
         """{"queries", "answered"}: status queries the simulator received / answered with
@@ -1053,6 +1107,527 @@ def bench_poll_profile(seconds, interval_ms, frequency, work_root):
     return result
 
 
+# ---------------------------------------------------------------------------------------
+# --upload
+# ---------------------------------------------------------------------------------------
+
+S3_HELPER = REPO / "scripts" / "bench_s3.py"
+MOTO_VENV_SCRIPT = REPO / "scripts" / "moto-venv.sh"
+UPLOAD_BUCKET = "bench"
+
+
+def s3_environment(**extra):
+    """os.environ without proxies or AWS settings (everything talks to 127.0.0.1), plus extra."""
+    dropped = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
+               "https_proxy", "all_proxy", "no_proxy"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("AWS_")}
+    env.update(extra)
+    return env
+
+
+def moto_python():
+    """The moto venv's python (scripts/moto-venv.sh creates it once, with pinned versions)."""
+    out = subprocess.run(["bash", str(MOTO_VENV_SCRIPT)], capture_output=True, text=True)
+    if out.returncode != 0:
+        fail_setup(f"scripts/moto-venv.sh failed: {out.stderr.strip()[-800:]}")
+    return Path(out.stdout.strip())
+
+
+class S3Server:
+    """What --upload needs of a local S3 server: endpoint, key, CPU and memory of its process,
+    its view of each request (see requests_since), HeadObject + DeleteObject."""
+
+    name = "?"
+
+    def __init__(self, python, work):
+        self.python = python
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = open(work / f"{self.name}.log", "w")
+        self.proc = None
+        self.access_key_id = self.secret = None
+        self.helper_env = None
+
+    def wait_ready(self, ready):
+        deadline = time.monotonic() + 60
+        while not ready():
+            if self.proc.poll() is not None:
+                fail_setup(f"{self.name} exited with {self.proc.returncode}; see {self.log.name}")
+            if time.monotonic() > deadline:
+                fail_setup(f"{self.name} did not answer within 60 s; see {self.log.name}")
+            time.sleep(0.1)
+
+    def cpu(self):
+        return proc_cpu_seconds(self.proc.pid)
+
+    def memory_kib(self):
+        return proc_memory_kib(self.proc.pid)
+
+    def mark(self):
+        return None
+
+    def requests_since(self, mark):
+        """[{"op", "t0", "t1", "bytes", ...}] of the requests since `mark` ([] if unknown)."""
+        return []
+
+    def heads(self, keys, delete):
+        """{key: {"size", "etag"} or {"missing": true}} from HeadObject; then deletes them."""
+        argv = [str(self.python), str(S3_HELPER), "heads", "--endpoint", self.endpoint,
+                "--access-key-id", self.access_key_id, "--bucket", UPLOAD_BUCKET]
+        for key in keys:
+            argv += ["--key", key]
+        if delete:
+            argv.append("--delete")
+        out = subprocess.run(argv, capture_output=True, text=True, env=self.helper_env)
+        if out.returncode != 0:
+            fail_setup(f"HeadObject failed: {out.stderr.strip()[-800:]}")
+        return json.loads(out.stdout)
+
+    def stop(self):
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class MotoServer(S3Server):
+    """moto's S3 server (scripts/bench_s3.py serve) with authentication on: an IAM user, its
+    access key and the bucket are created with the unsigned allowance; every request is
+    logged with its server-side times. It exits when our end of its stdin closes."""
+
+    name = "moto"
+
+    def __init__(self, python, work, in_memory):
+        super().__init__(python, work)
+        self.description = (f"moto 5.2.5 (authentication on; bodies in "
+                            f"{'memory' if in_memory else 'temporary files past 5 MiB'})")
+        self.requests = work / "moto-requests.jsonl"
+        self.requests.write_text("")
+        env = s3_environment(INITIAL_NO_AUTH_ACTION_COUNT="3", PYTHONUNBUFFERED="1")
+        if in_memory:
+            # moto keeps an object or part in memory up to this size, else in a temporary
+            # file; 4 GiB keeps every body in memory (no disk writes on a shared disk).
+            env["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(4 << 30)
+        self.proc = subprocess.Popen(
+            [str(python), str(S3_HELPER), "serve", "--port", str(self.port),
+             "--request-log", str(self.requests)],
+            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+        def ready():
+            try:
+                return http_get(self.port, "/moto-api/data.json", timeout=5)[0] == 200
+            except OSError:
+                return False
+
+        self.wait_ready(ready)
+        out = subprocess.run([str(python), str(S3_HELPER), "setup", "--endpoint", self.endpoint,
+                              "--bucket", UPLOAD_BUCKET], capture_output=True, text=True,
+                             env=s3_environment())
+        if out.returncode != 0:
+            fail_setup(f"moto set-up failed: {out.stderr.strip()[-800:]}")
+        keys = json.loads(out.stdout)
+        self.access_key_id, self.secret = keys["access_key_id"], keys["secret_access_key"]
+        self.helper_env = s3_environment(BENCH_S3_SECRET=self.secret)
+
+    def mark(self):
+        """Where the request log ends now."""
+        return self.requests.stat().st_size
+
+    def requests_since(self, mark):
+        with open(self.requests) as f:
+            f.seek(mark)
+            return [json.loads(line) for line in f if line.strip()]
+
+
+S3S_FS_VERSION = "0.14.1"
+S3S_FS = REPO / "target" / "s3s-fs" / "bin" / "s3s-fs"
+# A made-up key for a server on 127.0.0.1 that lives as long as this script.
+S3S_FS_KEY = ("AKIABENCHS3SFS000001", "bench-s3s-fs-secret-for-loopback-only")
+S3S_FS_LOG_LINE = re.compile(
+    r"^\s*(\S+Z)\s+DEBUG s3s_fs::s3: (write file, path: \S*\.part-(\d+), size: (\d+)|"
+    r"write file, from: |multipart etag)")
+
+
+def ensure_s3s_fs():
+    """target/s3s-fs/bin/s3s-fs, installed once with cargo from crates.io (a Rust S3 server
+    over a folder, from the s3s project; the last version that builds with Rust 1.95)."""
+    if not S3S_FS.exists():
+        command = ["cargo", "install", f"s3s-fs@{S3S_FS_VERSION}", "--features", "binary",
+                   "--locked", "--root", str(S3S_FS.parent.parent)]
+        print("$ " + " ".join(command), flush=True)
+        if subprocess.run(command).returncode != 0:
+            fail_setup("cannot install s3s-fs with cargo")
+    return S3S_FS
+
+
+class S3sFsServer(S3Server):
+    """s3s-fs (SigV4 with one key; each part a file, Complete copies them into the object)
+    over a folder on tmpfs, so bodies stay in memory as moto's do. Its debug log gives each
+    part's end and the Complete's copy; requests_since turns that into request records."""
+
+    name = "s3s-fs"
+
+    def __init__(self, python, work):
+        super().__init__(python, work)
+        binary = ensure_s3s_fs()
+        self.description = f"s3s-fs {S3S_FS_VERSION} (authentication on; data on tmpfs)"
+        base = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
+        self.root = Path(tempfile.mkdtemp(prefix="dmstrack-bench-s3s-", dir=base))
+        (self.root / UPLOAD_BUCKET).mkdir()
+        self.access_key_id, self.secret = S3S_FS_KEY
+        self.helper_env = s3_environment(BENCH_S3_SECRET=self.secret)
+        self.log_path = Path(self.log.name)
+        self.proc = subprocess.Popen(
+            [str(binary), "--host", "127.0.0.1", "--port", str(self.port), "--access-key",
+             self.access_key_id, "--secret-key", self.secret, str(self.root)],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            env=dict(s3_environment(), RUST_LOG="s3s_fs=debug", NO_COLOR="1"))
+
+        def ready():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        self.wait_ready(ready)
+
+    def mark(self):
+        self.log.flush()
+        return self.log_path.stat().st_size
+
+    def requests_since(self, mark):
+        """From the debug log: a 'part' record per part (its end only: t0 = t1) and one
+        'complete' record from the end of the last part to the multipart ETag line (the
+        Complete's copy of every part into the object, and a little client latency)."""
+        records, last_part_end = [], None
+        with open(self.log_path, errors="replace") as f:
+            f.seek(mark)
+            for line in f:
+                match = S3S_FS_LOG_LINE.match(line)
+                if not match:
+                    continue
+                stamp = datetime.fromisoformat(match[1].replace("Z", "+00:00")).timestamp()
+                if match[3]:
+                    records.append({"op": "part", "t0": stamp, "t1": stamp,
+                                    "bytes": int(match[4])})
+                    last_part_end = stamp
+                elif match[2] == "multipart etag" and last_part_end is not None:
+                    records.append({"op": "complete", "t0": last_part_end, "t1": stamp,
+                                    "bytes": 0})
+        return records
+
+    def stop(self):
+        super().stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def expected_etags(path, part_sizes):
+    """{part size: the ETag S3 gives this file uploaded in parts of that size} (the plain MD5
+    when it fits in one part), computed here with hashlib, independently of both clients."""
+    size = path.stat().st_size
+    step = MIB
+    if any(p % step for p in part_sizes):
+        fail_setup("part sizes must be whole MiB")
+    whole = hashlib.md5()
+    current = {p: hashlib.md5() for p in part_sizes}
+    digests = {p: [] for p in part_sizes}
+    offset = 0
+    with open(path, "rb") as f:
+        while block := f.read(step):
+            whole.update(block)
+            offset += len(block)
+            for p in part_sizes:
+                current[p].update(block)
+                if offset % p == 0 or offset == size:
+                    digests[p].append(current[p].digest())
+                    current[p] = hashlib.md5()
+    etags = {}
+    for p in part_sizes:
+        if size <= p:
+            etags[p] = whole.hexdigest()
+        else:
+            etags[p] = f"{hashlib.md5(b''.join(digests[p])).hexdigest()}-{len(digests[p])}"
+    return etags
+
+
+def log_events(log):
+    """{message: (wall-clock seconds, fields)} of the first line of each message in a JSON
+    log."""
+    events = {}
+    for line in Path(log).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        stamp = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
+        events.setdefault(record.get("message", ""), (stamp, record))
+    return events
+
+
+def server_phases(records, parts_began=None):
+    """What the server saw of one client's upload, in seconds: the span of its part (or
+    single PutObject) requests ("bodies", from the first one's start, or from `parts_began`
+    when the server only tells when each part ended) and the CompleteMultipartUpload."""
+    if not records:
+        return {}
+    body = [r for r in records if r["op"] == "part"] or \
+        [r for r in records if r["op"] == "put" and r["bytes"] > MIB]
+    complete = [r for r in records if r["op"] == "complete"]
+    phases = {"requests": {op: sum(1 for r in records if r["op"] == op)
+                           for op in sorted({r["op"] for r in records})}}
+    if body:
+        ends_only = all(r["t0"] == r["t1"] for r in body)
+        began = parts_began if ends_only else min(r["t0"] for r in body)
+        phases["parts_t0"] = began
+        if began is not None:
+            phases["body_s"] = max(r["t1"] for r in body) - began
+    if complete:
+        phases["complete_s"] = sum(r["t1"] - r["t0"] for r in complete)
+    return phases
+
+
+def variant_name(part_size, concurrency):
+    return f"{human(part_size).replace(' ', '')}x{concurrency}"
+
+
+def parse_variants(text):
+    """dmstrack's '64MiB:4,16MiB:8' -> [(part size, concurrency)]."""
+    variants = []
+    for item in text.split(","):
+        size, _, concurrency = item.strip().partition(":")
+        variants.append((parse_size(size), int(concurrency or 4)))
+    return variants
+
+
+def parse_boto3_variants(text):
+    """boto3's 'default,64MiB:4,64MiB:4/nocrc' -> [(part size and concurrency, or None for
+    the default TransferConfig; its request_checksum_calculation)]."""
+    variants = []
+    for item in text.split(","):
+        item, _, flag = item.strip().partition("/")
+        if flag not in ("", "nocrc"):
+            fail_setup(f"unknown boto3 variant flag /{flag} (want /nocrc)")
+        checksum = "when_required" if flag == "nocrc" else "when_supported"
+        transfer = None if item == "default" else parse_variants(item)[0]
+        variants.append((transfer, checksum))
+    return variants
+
+
+def bench_upload(size, rounds, ours_variants, boto3_variants, server_kind, in_memory,
+                 work_root):
+    work = work_root / "upload"
+    work.mkdir(parents=True, exist_ok=True)
+    python = moto_python()
+    server = (MotoServer(python, work, in_memory) if server_kind == "moto"
+              else S3sFsServer(python, work))
+    main_part, main_concurrency = ours_variants[0]
+    fixture = Fixture(["--upload-only", str(size), "--s3-endpoint", server.endpoint,
+                       "--s3-bucket", UPLOAD_BUCKET, "--s3-access-key-id", server.access_key_id,
+                       "--part-size", f"{main_part // MIB}MiB",
+                       "--upload-concurrency", str(main_concurrency)],
+                      work, work / "fixture.log", env=server.helper_env)
+    info = fixture.info
+    zip_path, zip_bytes = Path(info["zip"]), info["zip_bytes"]
+    config = Path(info["config"])
+    configs = {}
+    for part, concurrency in ours_variants:
+        text = re.sub(r'(?m)^part_size = ".*"$', f'part_size = "{part // MIB}MiB"',
+                      config.read_text())
+        text = re.sub(r"(?m)^concurrency = \d+$", f"concurrency = {concurrency}", text)
+        path = config.parent / f"config-{variant_name(part, concurrency)}.toml"
+        path.write_text(text)
+        configs[(part, concurrency)] = path
+    boto3_part_sizes = {8 * MIB if v is None else v[0] for v, _ in boto3_variants}
+    etags = expected_etags(zip_path, {p for p, _ in ours_variants} | boto3_part_sizes)
+    manifest_bytes = (Path(info["archive_dir"]) / "manifest.json").stat().st_size
+    mounted = filesystem_of(zip_path)
+    print(f"\nupload of {human(zip_bytes)} ({zip_path}, on {mounted[1]}) to "
+          f"{server.description} at {server.endpoint}; {rounds} rounds; load "
+          f"{load_average()}; busiest now: {busiest_processes()}", flush=True)
+    load = SystemLoad()
+    results = {}
+    problems = []
+
+    def record(name, row):
+        results.setdefault(name, []).append(row)
+
+    def run_ours(i, variant):
+        name = f"dmstrack {variant_name(*variant)}"
+        staged = json.loads(fixture.command("stage", "BENCH_FIXTURE_STAGED"))
+        if "error" in staged:
+            fail_setup(f"staging the archive failed: {staged['error']}")
+        subprocess.run(["sync"], check=True)
+        log = work / f"dmstrack-{variant_name(*variant)}-{i}.log"
+        cpu_before, mark = server.cpu(), server.mark()
+        m = spawn_measured([str(DMSTRACK), "run", "--once", "-c", str(configs[variant]),
+                            "--log-format", "json"], log)
+        server_cpu = server.cpu() - cpu_before
+        events = log_events(log)
+        multipart = events.get("multipart upload", (None,))[0]
+        phases = server_phases(server.requests_since(mark), parts_began=multipart)
+        row = {"process_wall_s": m.wall, "cpu_s": m.cpu, "peak_rss_kib": m.maxrss_kib,
+               "status": m.status, "server_cpu_s": server_cpu, "server": phases}
+        if m.status != 0 or "uploaded" not in events or "dmstrack started" not in events:
+            problems.append(f"round {i} {name}: exit {m.status}, no 'uploaded' line; see {log}")
+            row["wall_s"] = m.wall
+        else:
+            started = events["dmstrack started"][0]
+            row["wall_s"] = events["uploaded"][0] - started
+            row["bytes_sent"] = events["uploaded"][1].get("bytes")
+            # Planning, the digest pass, HeadObject and the multipart initiation: the time
+            # before the first part could be sent.
+            began = phases.get("parts_t0") or multipart
+            if began is not None:
+                row["before_parts_s"] = began - started
+        keys = [info["zip_key"], info["manifest_key"]]
+        found = server.heads(keys, delete=True)
+        want = etags[variant[0]]
+        zip_head, manifest_head = found[keys[0]], found[keys[1]]
+        if zip_head.get("size") != zip_bytes or zip_head.get("etag") != want:
+            problems.append(f"round {i} {name}: the zip in the bucket is {zip_head}, want size "
+                            f"{zip_bytes} and ETag {want}")
+        if manifest_head.get("size") != manifest_bytes:
+            problems.append(f"round {i} {name}: manifest.json in the bucket is {manifest_head}, "
+                            f"want {manifest_bytes} bytes")
+        row["etag"] = zip_head.get("etag")
+        record(name, row)
+        print_upload_row(i, name, row, zip_bytes)
+
+    def run_boto3(i, boto3_variant):
+        variant, checksum = boto3_variant
+        label = "default" if variant is None else variant_name(*variant)
+        if checksum == "when_required":
+            label += "-nocrc"
+        name = f"boto3 upload_file {label}"
+        key = f"boto3/{label}/{zip_path.name}"
+        subprocess.run(["sync"], check=True)
+        log = work / f"boto3-{label}-{i}.log"
+        argv = [str(python), str(S3_HELPER), "upload", "--endpoint", server.endpoint,
+                "--access-key-id", server.access_key_id, "--bucket", UPLOAD_BUCKET,
+                "--key", key, "--file", str(zip_path)]
+        if variant is not None:
+            argv += ["--part-size", f"{variant[0] // MIB}MiB", "--concurrency", str(variant[1])]
+        argv += ["--checksum", checksum]
+        cpu_before, mark = server.cpu(), server.mark()
+        m = spawn_measured(argv, log, server.helper_env)
+        server_cpu = server.cpu() - cpu_before
+        try:
+            report = json.loads(Path(log).read_text().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            report = None
+        phases = server_phases(server.requests_since(mark),
+                               parts_began=report["t0"] if report else None)
+        row = {"process_wall_s": m.wall, "cpu_s": m.cpu, "peak_rss_kib": m.maxrss_kib,
+               "status": m.status, "server_cpu_s": server_cpu, "server": phases}
+        if m.status != 0 or report is None:
+            problems.append(f"round {i} {name}: exit {m.status}; see {log}")
+            row["wall_s"] = m.wall
+        else:
+            row.update(wall_s=report["transfer_s"], transfer_cpu_s=report["transfer_cpu_s"],
+                       boto3_part_size=report["part_size"],
+                       boto3_concurrency=report["concurrency"])
+            if phases.get("parts_t0") is not None:
+                row["before_parts_s"] = phases["parts_t0"] - report["t0"]
+        found = server.heads([key], delete=True)[key]
+        want = etags[8 * MIB if variant is None else variant[0]]
+        if found.get("size") != zip_bytes or found.get("etag") != want:
+            problems.append(f"round {i} {name}: the object in the bucket is {found}, want size "
+                            f"{zip_bytes} and ETag {want}")
+        row["etag"] = found.get("etag")
+        record(name, row)
+        print_upload_row(i, name, row, zip_bytes)
+
+    try:
+        for i in range(1, rounds + 1):
+            ours = [lambda v=v: run_ours(i, v) for v in ours_variants]
+            theirs = [lambda v=v: run_boto3(i, v) for v in boto3_variants]
+            # Alternate who goes first, so neither always follows the other's memory churn.
+            for run in (ours + theirs if i % 2 else theirs + ours):
+                run()
+    finally:
+        fixture.stop()
+        server_memory = server.memory_kib()
+        server.stop()
+    busy = load.busy_share()
+    print(f"  all cores busy {busy:.0%} during these rounds; load {load_average()}; "
+          f"{server.name} peak RSS {server_memory['VmHWM'] / 1024:.0f} MiB", flush=True)
+    return {"zip_bytes": zip_bytes, "rounds": rounds, "server": server.description,
+            "server_name": server.name, "contenders": results, "problems": problems,
+            "busy_share": busy, "load_after": load_average(),
+            "server_peak_rss_kib": server_memory["VmHWM"],
+            "main": f"dmstrack {variant_name(*ours_variants[0])}"}
+
+
+def print_upload_row(i, name, row, size):
+    server = row["server"]
+    print(f"  round {i} {name:32s} {row['wall_s']:6.2f} s {size / MIB / row['wall_s']:6.1f} MiB/s"
+          f"  process {row['process_wall_s']:5.2f} s  cpu {row['cpu_s']:5.2f} s  "
+          f"peak RSS {row['peak_rss_kib'] / 1024:5.1f} MiB  server cpu "
+          f"{row['server_cpu_s']:5.2f} s  before parts {row.get('before_parts_s', NAN):.2f} s, "
+          f"parts {server.get('body_s', NAN):.2f} s, complete "
+          f"{server.get('complete_s', NAN):.2f} s", flush=True)
+
+
+def report_upload(result, args):
+    size = result["zip_bytes"]
+    contenders = result["contenders"]
+    main = result["main"]
+    # The first boto3 variant given (round 1 runs them in the order given).
+    reference = next((n for n in contenders if n.startswith("boto3")), None)
+    ref_wall = statistics.median(r["wall_s"] for r in contenders[reference]) if reference else None
+
+    def col(rows, fmt, source, scale=1.0):
+        return spread([source(r) * scale for r in rows], fmt)
+
+    print(f"\n| upload of {human(size)} to {result['server_name']} on 127.0.0.1 | wall (upload) "
+          f"| MiB/s | process wall | CPU (process) | server CPU | peak RSS | before parts "
+          f"| parts | complete | wall / {reference} |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, rows in contenders.items():
+        wall = statistics.median(r["wall_s"] for r in rows)
+        ratio = f"{wall / ref_wall:.2f}" if ref_wall else "-"
+        print(f"| {name} | {col(rows, '{:.2f}', lambda r: r['wall_s'])} s "
+              f"| {size / MIB / wall:.0f} | {col(rows, '{:.2f}', lambda r: r['process_wall_s'])} s "
+              f"| {col(rows, '{:.2f}', lambda r: r['cpu_s'])} s "
+              f"| {col(rows, '{:.2f}', lambda r: r['server_cpu_s'])} s "
+              f"| {col(rows, '{:.1f}', lambda r: r['peak_rss_kib'], 1 / 1024)} MiB "
+              f"| {col(rows, '{:.2f}', lambda r: r.get('before_parts_s', NAN))} s "
+              f"| {col(rows, '{:.2f}', lambda r: r['server'].get('body_s', NAN))} s "
+              f"| {col(rows, '{:.2f}', lambda r: r['server'].get('complete_s', NAN))} s "
+              f"| {ratio} |")
+    ours = contenders[main]
+    wall = statistics.median(r["wall_s"] for r in ours)
+    rate = size / MIB / wall
+    rss = max(r["peak_rss_kib"] for r in ours) / 1024
+    misses = list(result["problems"])
+    if rate < args.min_upload_mibs:
+        misses.append(f"{main}: {rate:.0f} MiB/s < {args.min_upload_mibs:.0f} MiB/s")
+    if rss > args.max_upload_rss_mib:
+        misses.append(f"{main}: peak RSS {rss:.1f} MiB > {args.max_upload_rss_mib:.0f} MiB")
+    if ref_wall and wall / ref_wall > args.max_upload_ratio:
+        misses.append(f"{main} / {reference} wall time {wall / ref_wall:.2f} > "
+                      f"{args.max_upload_ratio}")
+    print(f"(median (min..max) of {result['rounds']} rounds against {result['server']}. Wall "
+          f"(upload): dmstrack from its 'dmstrack started' log line to 'uploaded', boto3 the "
+          f"upload_file call alone (after the imports and the client). Before parts: until the "
+          f"first part began (dmstrack: planning, digest pass, HeadObject, initiation). Parts: "
+          f"first part began to last part answered; complete: CompleteMultipartUpload, both "
+          f"as the server logged them. Server CPU: the server process over the run. All cores "
+          f"busy {result['busy_share']:.0%}, load {result['load_after']}. Targets for {main}: "
+          f">= {args.min_upload_mibs:.0f} MiB/s, peak RSS <= {args.max_upload_rss_mib:.0f} MiB, "
+          f"wall <= {args.max_upload_ratio} x {reference}: {'ok' if not misses else 'MISS'})")
+    for miss in misses:
+        print(f"  - {miss}")
+    return bool(misses)
+
+
 def report_archive(results, args):
     failed = False
     print("\n| export (SQL / zip) | dmstrack | curl + unzip | ratio | dmstrack peak RSS "
@@ -1185,6 +1760,8 @@ def main():
                        help="10,000 tickets: first round, /healthz latency, RSS, idle CPU")
     modes.add_argument("--poll-profile", action="store_true",
                        help="perf profile of dmstrack polling one ticket (needs perf)")
+    modes.add_argument("--upload", action="store_true",
+                       help="upload of a zip to a local S3 server (moto), against boto3")
     parser.add_argument("--sizes", default="128MiB,512MiB",
                         help="uncompressed export sizes, comma-separated (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
@@ -1224,13 +1801,37 @@ def main():
     parser.add_argument("--max-idle-cpu", type=float, default=0.05,
                         help="--scale: target CPU seconds over the idle window "
                              "(default %(default)s)")
+    parser.add_argument("--upload-size", default="512MiB",
+                        help="--upload: size of the zip (default %(default)s)")
+    parser.add_argument("--upload-variants", default="64MiB:4",
+                        help="--upload: dmstrack's upload.part_size:concurrency settings, "
+                             "comma-separated; the first is the one held to the targets "
+                             "(default %(default)s)")
+    parser.add_argument("--boto3-variants", default="default,64MiB:4",
+                        help="--upload: boto3 TransferConfig settings (part size:max "
+                             "concurrency, or 'default'), each optionally with /nocrc "
+                             "(request_checksum_calculation = when_required); the first is "
+                             "the reference of the ratio (default %(default)s)")
+    parser.add_argument("--s3-server", choices=["moto", "s3s-fs"], default="moto",
+                        help="--upload: the local S3 server (s3s-fs: installed once with "
+                             "cargo install into target/s3s-fs) (default %(default)s)")
+    parser.add_argument("--moto-on-disk", action="store_true",
+                        help="--upload: let moto keep bodies past 5 MiB in temporary files "
+                             "(its default) instead of in memory")
+    parser.add_argument("--min-upload-mibs", type=float, default=200.0,
+                        help="target: dmstrack's upload rate in MiB/s (default %(default)s)")
+    parser.add_argument("--max-upload-rss-mib", type=float, default=64.0,
+                        help="target: dmstrack's peak RSS while uploading (default %(default)s)")
+    parser.add_argument("--max-upload-ratio", type=float, default=1.0,
+                        help="target: dmstrack upload wall time / boto3's (default %(default)s)")
     parser.add_argument("--no-build", action="store_true", help="use the existing release build")
     parser.add_argument("--dmstrack", type=Path, default=DMSTRACK,
                         help="the dmstrack binary to measure, e.g. a copy of an older build "
                              "(default %(default)s)")
     args = parser.parse_args()
     DMSTRACK = args.dmstrack.resolve()
-    if not (args.archive or args.waiting or args.poll_cpu or args.scale or args.poll_profile):
+    if not (args.archive or args.waiting or args.poll_cpu or args.scale or args.poll_profile
+            or args.upload):
         args.archive, args.waiting = True, not args.skip_waiting
 
     if args.archive:
@@ -1270,6 +1871,14 @@ def main():
     if args.poll_profile:
         raw["poll_profile"] = bench_poll_profile(args.profile_seconds, args.poll_interval_ms,
                                                  args.profile_frequency, args.work)
+
+    if args.upload:
+        result = bench_upload(parse_size(args.upload_size), args.rounds,
+                              parse_variants(args.upload_variants),
+                              parse_boto3_variants(args.boto3_variants), args.s3_server,
+                              not args.moto_on_disk, args.work)
+        raw["upload"] = result
+        failed |= report_upload(result, args)
 
     (args.work / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     sys.exit(1 if failed else 0)
