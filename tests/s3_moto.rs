@@ -16,10 +16,10 @@ use crate::support::moto::{MotoKey, MotoS3, MotoServer, SHARED_MIN_PART_SIZE, mo
 const ODD_KEY: &str = "dms-archive/11223344/e23dd7ec/a b+c~d*e=f 订单(1)!.zip";
 
 /// An answer: status, headers, body.
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Answer {
@@ -27,7 +27,7 @@ impl Answer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
@@ -46,7 +46,7 @@ fn xml_values(text: &str, tag: &str) -> Vec<String> {
 }
 
 /// One request: what to send, before signing.
-struct Call<'a> {
+pub(crate) struct Call<'a> {
     method: &'a str,
     /// None: a bucket-level request.
     key: Option<&'a str>,
@@ -57,7 +57,7 @@ struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    fn new(method: &'a str, key: Option<&'a str>) -> Self {
+    pub(crate) fn new(method: &'a str, key: Option<&'a str>) -> Self {
         Self {
             method,
             key,
@@ -73,7 +73,7 @@ impl<'a> Call<'a> {
         self
     }
 
-    fn header(mut self, name: &str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
@@ -112,7 +112,7 @@ fn credentials_of(key: &MotoKey) -> S3Credentials {
     )
 }
 
-fn admin_credentials(s3: &MotoS3) -> S3Credentials {
+pub(crate) fn admin_credentials(s3: &MotoS3) -> S3Credentials {
     S3Credentials::new(
         s3.access_key_id.clone(),
         Secret::new(s3.secret_access_key.clone()),
@@ -121,7 +121,7 @@ fn admin_credentials(s3: &MotoS3) -> S3Credentials {
 }
 
 /// Signs `call` with `credentials` and sends it to the test's bucket.
-async fn send(s3: &MotoS3, credentials: &S3Credentials, call: Call<'_>) -> Answer {
+pub(crate) async fn send(s3: &MotoS3, credentials: &S3Credentials, call: Call<'_>) -> Answer {
     let endpoint = S3Endpoint::parse(&s3.endpoint, None).unwrap();
     let location = match call.key {
         Some(key) => {

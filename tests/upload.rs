@@ -3,6 +3,7 @@
 //! `manifest.json` last, every object confirmed; faults, refused credentials, a restart in
 //! the middle of a multipart upload, hooks at least once, `keep_local` and retention.
 
+use base64::Engine as _;
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -446,4 +447,28 @@ async fn an_archive_goes_up_to_a_real_s3_server() {
         std::fs::read(world.final_dir(7, KEY).join("manifest.json")).unwrap()
     );
     assert_eq!(upload_of(&world)["state"], "uploaded");
+    // The parts carried CRC-32 checksums the server kept: the object's composite checksum
+    // is the one computed here from the zip with an independent CRC implementation.
+    let crc32 = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let part_crcs: Vec<u8> = zip
+        .chunks(100 * 1024)
+        .flat_map(|part| crc32.checksum(part).to_be_bytes())
+        .collect();
+    let composite =
+        base64::engine::general_purpose::STANDARD.encode(crc32.checksum(&part_crcs).to_be_bytes());
+    let parts = zip.len().div_ceil(100 * 1024);
+    let key = format!("{PREFIX}/7/{KEY}/x_REDO_31201_207.zip");
+    let head = crate::s3_moto::send(
+        &s3,
+        &crate::s3_moto::admin_credentials(&s3),
+        crate::s3_moto::Call::new("HEAD", Some(&key)).header("x-amz-checksum-mode", "ENABLED"),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    // S3 answers `<crc>-<parts>`; moto leaves the suffix out.
+    let stored = head.header("x-amz-checksum-crc32").unwrap_or_default();
+    assert!(
+        stored == composite || stored == format!("{composite}-{parts}"),
+        "{stored} is not {composite}-{parts}"
+    );
 }

@@ -4,6 +4,7 @@
 pub mod crc64;
 pub mod digest;
 pub mod error;
+mod multipart;
 pub mod ops;
 pub mod oss_sign;
 pub mod progress;

@@ -6,9 +6,13 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::digest::PartDigest;
 use super::error::{StoreError, StoreErrorKind};
 use super::store::{Answer, Body, ObjectStore};
 use crate::config::StoreKind;
+
+/// The S3 header of a body's CRC-32 (base64 of the big-endian value).
+const CHECKSUM_CRC32: &str = "x-amz-checksum-crc32";
 
 /// An object as HeadObject describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,38 +90,39 @@ impl ObjectStore {
         }
     }
 
-    /// PutObject with `Content-MD5` (the service checks it).
+    /// PutObject with `Content-MD5` (the service checks it), and on S3 `x-amz-checksum-crc32`
+    /// too (checked, and kept with the object).
     pub(crate) async fn put_object(
         &self,
         key: &str,
         body: Body,
-        content_md5: &str,
+        part: &PartDigest,
         content_type: &str,
     ) -> Result<Answer, StoreError> {
-        self.send(
-            "PUT",
-            key,
-            &[],
-            &[("content-md5", content_md5), ("content-type", content_type)],
-            body,
-        )
-        .await
+        let (md5, crc32) = (part.content_md5(), part.checksum_crc32());
+        let mut headers = vec![
+            ("content-md5", md5.as_str()),
+            ("content-type", content_type),
+        ];
+        if self.kind() == StoreKind::S3 {
+            headers.push((CHECKSUM_CRC32, crc32.as_str()));
+        }
+        self.send("PUT", key, &[], &headers, body).await
     }
 
-    /// InitiateMultipartUpload / CreateMultipartUpload: the new upload id.
+    /// InitiateMultipartUpload / CreateMultipartUpload: the new upload id. On S3 the upload
+    /// declares CRC-32 part checksums, which every part and the Complete then carry.
     pub(crate) async fn initiate(
         &self,
         key: &str,
         content_type: &str,
     ) -> Result<String, StoreError> {
+        let mut headers = vec![("content-type", content_type)];
+        if self.kind() == StoreKind::S3 {
+            headers.push(("x-amz-checksum-algorithm", "CRC32"));
+        }
         let answer = self
-            .send(
-                "POST",
-                key,
-                &[("uploads", "")],
-                &[("content-type", content_type)],
-                Body::Empty,
-            )
+            .send("POST", key, &[("uploads", "")], &headers, Body::Empty)
             .await?;
         let parsed: InitiateResult = quick_xml::de::from_reader(answer.body.as_slice())
             .map_err(|e| malformed("InitiateMultipartUpload", e))?;
@@ -127,21 +132,26 @@ impl ObjectStore {
         Ok(parsed.upload_id.trim().to_owned())
     }
 
-    /// UploadPart with `Content-MD5`.
+    /// UploadPart with `Content-MD5` (and `x-amz-checksum-crc32` on S3).
     pub(crate) async fn upload_part(
         &self,
         key: &str,
         upload_id: &str,
         number: u32,
         body: Body,
-        content_md5: &str,
+        part: &PartDigest,
     ) -> Result<Answer, StoreError> {
         let number = number.to_string();
+        let (md5, crc32) = (part.content_md5(), part.checksum_crc32());
+        let mut headers = vec![("content-md5", md5.as_str())];
+        if self.kind() == StoreKind::S3 {
+            headers.push((CHECKSUM_CRC32, crc32.as_str()));
+        }
         self.send(
             "PUT",
             key,
             &[("partNumber", &number), ("uploadId", upload_id)],
-            &[("content-md5", content_md5)],
+            &headers,
             body,
         )
         .await
@@ -181,17 +191,26 @@ impl ObjectStore {
         }
     }
 
-    /// CompleteMultipartUpload with the parts (number, ETag) in ascending order.
+    /// CompleteMultipartUpload with every part, numbered from 1 in order (on S3 with its
+    /// CRC-32, which an upload that declared the algorithm must list).
     pub(crate) async fn complete(
         &self,
         key: &str,
         upload_id: &str,
-        parts: &[(u32, String)],
+        parts: &[PartDigest],
     ) -> Result<Answer, StoreError> {
         let mut xml = String::from("<CompleteMultipartUpload>");
-        for (number, etag) in parts {
+        for (index, part) in parts.iter().enumerate() {
+            let number = index + 1;
+            let etag = part.etag();
+            let checksum = match self.kind() {
+                StoreKind::S3 => {
+                    format!("<ChecksumCRC32>{}</ChecksumCRC32>", part.checksum_crc32())
+                }
+                StoreKind::Oss => String::new(),
+            };
             xml.push_str(&format!(
-                "<Part><PartNumber>{number}</PartNumber><ETag>\"{etag}\"</ETag></Part>"
+                "<Part>{checksum}<ETag>\"{etag}\"</ETag><PartNumber>{number}</PartNumber></Part>"
             ));
         }
         xml.push_str("</CompleteMultipartUpload>");

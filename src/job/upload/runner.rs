@@ -3,10 +3,8 @@
 //! means the upload is complete).
 //!
 //! For each object: an object already there with the same size and checksum is not sent
-//! again; one that fits in a part goes up with PutObject and `Content-MD5`; a larger one with
-//! a multipart upload whose id is durable before any part is sent, parts confirmed one by one
-//! (a restart lists the parts already there and sends only the rest), and a Complete whose
-//! answer got lost is checked with HeadObject. Confirmation: OSS's `x-oss-hash-crc64ecma`
+//! again (the file is read for that only when the sizes match); one that fits in a part goes
+//! up with PutObject and `Content-MD5`; a larger one with a multipart upload ([`super::multipart`]). Confirmation: OSS's `x-oss-hash-crc64ecma`
 //! against the local CRC-64, or the ETag against the local MD5 (S3).
 
 use std::path::PathBuf;
@@ -18,8 +16,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::digest::{FileDigest, digest_file};
+use super::digest::{FileDigest, PartDigest, digest_file, part_size_for};
 use super::error::{StoreError, StoreErrorKind};
+use super::multipart::{MultipartFile, put_multipart};
 use super::ops::RemoteObject;
 use super::progress::{UploadProgress, UploadStep};
 use super::store::{Answer, Body, ObjectStore};
@@ -173,14 +172,14 @@ fn content_type_of(path: &str) -> &'static str {
 
 /// Where a job reports its steps.
 #[derive(Debug, Clone)]
-struct Reporter {
+pub(super) struct Reporter {
     tag: JobTag,
     events: mpsc::UnboundedSender<JobEvent>,
 }
 
 impl Reporter {
     /// Records a step; waits until it is durable when it has to be.
-    async fn step(&self, step: UploadStep) -> Result<(), String> {
+    pub(super) async fn step(&self, step: UploadStep) -> Result<(), String> {
         let (durable, committed) = if UploadProgress::needs_durability(&step) {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -276,7 +275,7 @@ pub async fn run_upload(
 
 /// Why a step of a job stopped.
 #[derive(Debug)]
-enum Stop {
+pub(super) enum Stop {
     /// Shutdown or removal.
     Cancelled,
     /// A request failed for good, or ran out of attempts.
@@ -286,7 +285,7 @@ enum Stop {
 }
 
 impl Stop {
-    fn kind(&self) -> Option<StoreErrorKind> {
+    pub(super) fn kind(&self) -> Option<StoreErrorKind> {
         match self {
             Self::Store(_, err) => Some(err.kind),
             _ => None,
@@ -316,45 +315,51 @@ async fn send_object(
     if progress.done.contains(&object.key) {
         return Ok(0);
     }
-    let digest = {
-        let (path, part_size, stop) = (object.path.clone(), ctx.settings.part_size, cancel.clone());
-        match tokio::task::spawn_blocking(move || digest_file(&path, part_size, &stop)).await {
-            Ok(Ok(digest)) => digest,
-            Ok(Err(_)) if cancel.is_cancelled() => return Err(Stop::Cancelled),
-            Ok(Err(err)) => {
-                return Err(Stop::Other(format!(
-                    "cannot read {}: {err}",
-                    object.path.display()
-                )));
-            }
-            Err(err) => return Err(Stop::Other(format!("digest failed: {err}"))),
-        }
-    };
+    let size = tokio::fs::metadata(&object.path)
+        .await
+        .map_err(|err| Stop::Other(format!("cannot read {}: {err}", object.path.display())))?
+        .len();
+    let part_size = part_size_for(size, ctx.settings.part_size);
     let label = object.key.as_str();
-    // An object already there with the same size and checksum is not sent again.
+    // An object already there with the same size and checksum is not sent again. The whole
+    // file is read for that comparison only when the sizes match; otherwise each part is
+    // digested just before it is sent, so reading overlaps sending.
     let remote = retrying(ctx, cancel, "HeadObject", || ctx.store.head(&object.key)).await?;
-    if remote
-        .as_ref()
-        .is_some_and(|r| same_object(ctx.store.kind(), r, &digest))
-    {
-        debug!(
-            key = label,
-            "already in the bucket with the same size and checksum"
-        );
-        reporter
-            .step(UploadStep::ObjectDone {
-                key: object.key.clone(),
-            })
-            .await
-            .map_err(Stop::Other)?;
-        ctx.metrics.upload_object("skipped");
-        return Ok(0);
+    let mut known = None;
+    if let Some(remote) = remote.filter(|r| r.size == size) {
+        let digest = digest_blocking(object, part_size, cancel).await?;
+        if same_object(ctx.store.kind(), &remote, &digest) {
+            debug!(
+                key = label,
+                "already in the bucket with the same size and checksum"
+            );
+            reporter
+                .step(UploadStep::ObjectDone {
+                    key: object.key.clone(),
+                })
+                .await
+                .map_err(Stop::Other)?;
+            ctx.metrics.upload_object("skipped");
+            return Ok(0);
+        }
+        known = Some(digest);
     }
-    let sent = if digest.single() {
+    let sent = if size <= part_size {
+        let digest = match known {
+            Some(digest) => digest,
+            None => digest_blocking(object, part_size, cancel).await?,
+        };
         put_single(ctx, object, &digest, cancel).await?;
-        digest.size
+        size
     } else {
-        put_multipart(ctx, object, &digest, progress, reporter, cancel).await?
+        let file = MultipartFile {
+            key: &object.key,
+            path: &object.path,
+            content_type: object.content_type,
+            size,
+            part_size,
+        };
+        put_multipart(ctx, &file, progress, reporter, cancel).await?
     };
     reporter
         .step(UploadStep::ObjectDone {
@@ -366,9 +371,27 @@ async fn send_object(
     Ok(sent)
 }
 
+/// The checksums of a whole file, in parts of `part_size`, on a blocking thread.
+async fn digest_blocking(
+    object: &LocalObject,
+    part_size: u64,
+    cancel: &CancellationToken,
+) -> Result<FileDigest, Stop> {
+    let (path, stop) = (object.path.clone(), cancel.clone());
+    match tokio::task::spawn_blocking(move || digest_file(&path, part_size, &stop)).await {
+        Ok(Ok(digest)) => Ok(digest),
+        Ok(Err(_)) if cancel.is_cancelled() => Err(Stop::Cancelled),
+        Ok(Err(err)) => Err(Stop::Other(format!(
+            "cannot read {}: {err}",
+            object.path.display()
+        ))),
+        Err(err) => Err(Stop::Other(format!("digest failed: {err}"))),
+    }
+}
+
 /// Whether a remote object is the local file: same size, and the CRC-64 (OSS) or the ETag an
 /// upload of this file would get (S3).
-fn same_object(kind: StoreKind, remote: &RemoteObject, digest: &FileDigest) -> bool {
+pub(super) fn same_object(kind: StoreKind, remote: &RemoteObject, digest: &FileDigest) -> bool {
     if remote.size != digest.size {
         return false;
     }
@@ -387,15 +410,27 @@ fn same_object(kind: StoreKind, remote: &RemoteObject, digest: &FileDigest) -> b
 
 /// Whether an answer to a PutObject or UploadPart confirms the bytes: OSS's CRC-64 header
 /// (else its ETag, the MD5); an S3 ETag equal to the MD5 (an ETag that is no MD5, as with
-/// SSE-KMS, leaves the check to the service, which verified `Content-MD5`).
-fn confirms(kind: StoreKind, answer: &Answer, crc64: u64, md5_hex: &str) -> Result<(), String> {
+/// SSE-KMS, leaves the check to the service, which verified `Content-MD5`), and S3's
+/// `x-amz-checksum-crc32` when answered.
+pub(super) fn confirms(kind: StoreKind, answer: &Answer, part: &PartDigest) -> Result<(), String> {
     let etag = answer.etag().unwrap_or_default();
+    let md5_hex = part.etag();
+    if kind == StoreKind::S3
+        && let Some(remote) = answer.header("x-amz-checksum-crc32")
+        && remote.trim() != part.checksum_crc32()
+    {
+        return Err(format!(
+            "x-amz-checksum-crc32 {remote} does not match the local CRC-32 {}",
+            part.checksum_crc32()
+        ));
+    }
     match (kind, answer.crc64()) {
-        (StoreKind::Oss, Some(remote)) if remote == crc64 => Ok(()),
+        (StoreKind::Oss, Some(remote)) if remote == part.crc64 => Ok(()),
         (StoreKind::Oss, Some(remote)) => Err(format!(
-            "x-oss-hash-crc64ecma {remote} does not match the local CRC-64 {crc64}"
+            "x-oss-hash-crc64ecma {remote} does not match the local CRC-64 {}",
+            part.crc64
         )),
-        _ if etag.eq_ignore_ascii_case(md5_hex) => Ok(()),
+        _ if etag.eq_ignore_ascii_case(&md5_hex) => Ok(()),
         (StoreKind::S3, _) if !looks_like_md5(&etag) => Ok(()),
         _ => Err(format!(
             "the ETag {etag:?} does not match the local MD5 {md5_hex}"
@@ -414,7 +449,6 @@ async fn put_single(
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let part = &digest.parts[0];
-    let md5 = part.content_md5();
     let _slot = ctx.slots.acquire().await;
     retrying(ctx, cancel, "PutObject", || async {
         let answer = ctx
@@ -426,229 +460,24 @@ async fn put_single(
                     offset: 0,
                     len: digest.size,
                 },
-                &md5,
+                part,
                 object.content_type,
             )
             .await?;
-        confirms(ctx.store.kind(), &answer, digest.crc64, &part.etag())
-            .map_err(StoreError::unconfirmed)
+        confirms(ctx.store.kind(), &answer, part).map_err(StoreError::unconfirmed)
     })
     .await
 }
 
-async fn put_multipart(
-    ctx: &UploadContext,
-    object: &LocalObject,
-    digest: &FileDigest,
-    progress: &UploadProgress,
-    reporter: &Reporter,
-    cancel: &CancellationToken,
-) -> Result<u64, Stop> {
-    let key = object.key.as_str();
-    let part_size = digest.parts[0].len;
-    // Resume a multipart upload this ticket began (with the same part size), if the service
-    // still has it: the parts listed with the right size and MD5 are not sent again.
-    let mut resumed = None;
-    if let Some(earlier) = progress.multipart.get(key) {
-        if earlier.part_size == part_size {
-            match retrying(ctx, cancel, "ListParts", || {
-                ctx.store.list_parts(key, &earlier.upload_id)
-            })
-            .await
-            {
-                Ok(listed) => resumed = Some((earlier.upload_id.clone(), listed)),
-                Err(stop) if stop.kind() == Some(StoreErrorKind::NoSuchUpload) => {}
-                Err(stop) => return Err(stop),
-            }
-        } else {
-            // Begun with another part size: abort it (best effort) and begin again.
-            let _ = ctx.store.abort(key, &earlier.upload_id).await;
-        }
-        if resumed.is_none() {
-            reporter
-                .step(UploadStep::MultipartGone {
-                    key: key.to_owned(),
-                })
-                .await
-                .map_err(Stop::Other)?;
-        }
-    }
-    let (upload_id, listed) = match resumed {
-        Some(resumed) => resumed,
-        None => {
-            let upload_id = retrying(ctx, cancel, "InitiateMultipartUpload", || {
-                ctx.store.initiate(key, object.content_type)
-            })
-            .await?;
-            // Durable before any part is sent: a crash now resumes this upload, it does not
-            // leave it behind in the bucket.
-            reporter
-                .step(UploadStep::MultipartStarted {
-                    key: key.to_owned(),
-                    upload_id: upload_id.clone(),
-                    part_size,
-                })
-                .await
-                .map_err(Stop::Other)?;
-            (upload_id, Vec::new())
-        }
-    };
-    info!(key, upload_id = %upload_id, parts = digest.parts.len(), resumed = !listed.is_empty(), "multipart upload");
-
-    let mut sent = 0u64;
-    let mut running = JoinSet::new();
-    for (index, part) in digest.parts.iter().enumerate() {
-        let number = index as u32 + 1;
-        let already = listed.iter().any(|p| {
-            p.number == number && p.size == part.len && p.etag.eq_ignore_ascii_case(&part.etag())
-        });
-        if already {
-            continue;
-        }
-        sent += part.len;
-        let (part, path, key, upload_id) = (
-            part.clone(),
-            object.path.clone(),
-            key.to_owned(),
-            upload_id.clone(),
-        );
-        let (reporter, cancel) = (reporter.clone(), cancel.clone());
-        let kind = ctx.store.kind();
-        let store = ctx.store.clone();
-        let slots = ctx.slots.clone();
-        let ctx_view = ContextView {
-            store,
-            metrics: Arc::clone(&ctx.metrics),
-        };
-        running.spawn(async move {
-            let _slot = slots.acquire().await;
-            let md5 = part.content_md5();
-            let etag = part.etag();
-            retrying_view(&ctx_view, &cancel, "UploadPart", || async {
-                let answer = ctx_view
-                    .store
-                    .upload_part(
-                        &key,
-                        &upload_id,
-                        number,
-                        Body::File {
-                            path: path.clone(),
-                            offset: part.offset,
-                            len: part.len,
-                        },
-                        &md5,
-                    )
-                    .await?;
-                confirms(kind, &answer, part.crc64, &etag).map_err(StoreError::unconfirmed)
-            })
-            .await?;
-            reporter
-                .step(UploadStep::PartDone { key, number, etag })
-                .await
-                .map_err(Stop::Other)
-        });
-    }
-    while let Some(joined) = running.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(stop)) => {
-                running.abort_all();
-                return Err(stop);
-            }
-            Err(err) if err.is_cancelled() => {}
-            Err(err) => {
-                running.abort_all();
-                return Err(Stop::Other(format!("a part task failed: {err}")));
-            }
-        }
-    }
-    if cancel.is_cancelled() {
-        return Err(Stop::Cancelled);
-    }
-
-    let parts: Vec<(u32, String)> = digest
-        .parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i as u32 + 1, p.etag()))
-        .collect();
-    let completed = retrying(ctx, cancel, "CompleteMultipartUpload", || async {
-        let answer = ctx.store.complete(key, &upload_id, &parts).await?;
-        confirm_complete(ctx.store.kind(), &answer, digest)
-    })
-    .await;
-    match completed {
-        Ok(()) => Ok(sent),
-        Err(Stop::Cancelled) => Err(Stop::Cancelled),
-        Err(stop) => {
-            // The service finishes a Complete whose answer got lost (and answers NoSuchUpload
-            // to a second one): what is in the bucket decides.
-            match ctx.store.head(key).await {
-                Ok(Some(remote)) if same_object(ctx.store.kind(), &remote, digest) => Ok(sent),
-                _ => {
-                    if stop.kind() == Some(StoreErrorKind::NoSuchUpload) {
-                        reporter
-                            .step(UploadStep::MultipartGone {
-                                key: key.to_owned(),
-                            })
-                            .await
-                            .map_err(Stop::Other)?;
-                    }
-                    Err(stop)
-                }
-            }
-        }
-    }
-}
-
-/// Whether a CompleteMultipartUpload answer confirms the whole object.
-fn confirm_complete(
-    kind: StoreKind,
-    answer: &Answer,
-    digest: &FileDigest,
-) -> Result<(), StoreError> {
-    match (kind, answer.crc64()) {
-        (StoreKind::Oss, Some(crc)) if crc == digest.crc64 => Ok(()),
-        (StoreKind::Oss, Some(crc)) => Err(StoreError::unconfirmed(format!(
-            "the completed object's x-oss-hash-crc64ecma {crc} does not match the local CRC-64 {}",
-            digest.crc64
-        ))),
-        _ => {
-            let body = String::from_utf8_lossy(&answer.body);
-            let etag = crate::net::xml_element(&body, "ETag")
-                .trim_matches('"')
-                .to_owned();
-            let etag = if etag.is_empty() {
-                answer.etag().unwrap_or_default()
-            } else {
-                etag
-            };
-            let expected = digest.multipart_etag();
-            if kind == StoreKind::S3 && etag.eq_ignore_ascii_case(&expected) {
-                Ok(())
-            } else if kind == StoreKind::Oss || etag.is_empty() {
-                // No CRC header (OSS) or no ETag: the object's HeadObject decides.
-                Err(StoreError::unconfirmed(
-                    "the answer carries no checksum of the object".into(),
-                ))
-            } else {
-                Err(StoreError::unconfirmed(format!(
-                    "the completed object's ETag {etag:?} is not {expected:?}"
-                )))
-            }
-        }
-    }
-}
-
 /// What a part task needs of the context (owned, for a spawned task).
-struct ContextView {
-    store: ObjectStore,
-    metrics: Arc<Metrics>,
+pub(super) struct ContextView {
+    pub(super) store: ObjectStore,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// Runs one request with retries: retryable failures back off and try again (up to
 /// [`REQUEST_ATTEMPTS`]), an expired STS token is refreshed once, anything else ends the job.
-async fn retrying<T, F, Fut>(
+pub(super) async fn retrying<T, F, Fut>(
     ctx: &UploadContext,
     cancel: &CancellationToken,
     what: &'static str,
@@ -665,7 +494,7 @@ where
     retrying_view(&view, cancel, what, attempt).await
 }
 
-async fn retrying_view<T, F, Fut>(
+pub(super) async fn retrying_view<T, F, Fut>(
     ctx: &ContextView,
     cancel: &CancellationToken,
     what: &'static str,
