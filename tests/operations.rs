@@ -1174,13 +1174,11 @@ fn gone_or_zombie(pid: &str) -> bool {
 /// hanging one is killed at `hooks.timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_archived_hook_runs_and_its_outcome_is_reported() {
-    use std::os::unix::fs::PermissionsExt;
     let fx = Fixture::start().await;
     let hooks = fx.path().join("hooks");
     std::fs::create_dir(&hooks).unwrap();
     let script = hooks.join("hook.sh");
-    std::fs::write(&script, HOOK).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dmstrack::sim::write_executable(&script, HOOK).unwrap();
     let tickets = [(4001, KEY_A), (4002, KEY_B), (4003, KEY_C)];
     for (order_id, key) in tickets {
         fx.archivable(order_id, key, vec![]);

@@ -328,9 +328,9 @@ async fn hooks_run_again_until_they_succeed_and_on_uploaded_gets_the_url() {
     std::fs::create_dir_all(&hooks).unwrap();
     let flaky = hooks.join("flaky.sh");
     // Fails on its first run, succeeds on the second.
-    std::fs::write(
+    dmstrack::sim::write_executable(
         &flaky,
-        format!(
+        &format!(
             "#!/bin/sh\necho run >> {runs}\n[ -e {mark} ] && exit 0\ntouch {mark}\necho first run fails >&2\nexit 3\n",
             runs = hooks.join("runs").display(),
             mark = hooks.join("mark").display()
@@ -338,18 +338,14 @@ async fn hooks_run_again_until_they_succeed_and_on_uploaded_gets_the_url() {
     )
     .unwrap();
     let notify = hooks.join("notify.sh");
-    std::fs::write(
+    dmstrack::sim::write_executable(
         &notify,
-        format!(
+        &format!(
             "#!/bin/sh\necho \"$1 $DMSTRACK_UPLOAD_URL\" > {}\n",
             hooks.join("url").display()
         ),
     )
     .unwrap();
-    for script in [&flaky, &notify] {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
     world
         .config
         .set(

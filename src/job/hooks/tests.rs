@@ -14,8 +14,7 @@ impl Script {
     fn new(body: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hook.sh");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::sim::write_executable(&path, &format!("#!/bin/sh\n{body}\n")).unwrap();
         Self { dir, path }
     }
 
