@@ -94,7 +94,7 @@ upload, then manifest.json. Each round runs, in alternating order, every dmstrac
 (`dmstrack run --once`) and every --boto3-variants entry (scripts/bench_s3.py upload:
 S3Client.upload_file with the default TransferConfig, 8 MiB parts and 10 threads, or
 PART:CONCURRENCY; /nocrc sets request_checksum_calculation = when_required, so boto3 declares
-no per-part CRC32, like dmstrack, which sends Content-MD5 instead). --s3-server s3s-fs runs
+no per-part CRC32; dmstrack sends Content-MD5 and, on S3, x-amz-checksum-crc32 with every part). --s3-server s3s-fs runs
 the same rounds against s3s-fs 0.14.1 instead, a Rust S3 server over a folder (none of the S3
 servers on PyPI besides moto has both SigV4 and multipart uploads: local-s3-server, pys3local
 and s3serve have no multipart, pys3server is a framework without a storage backend), installed
@@ -104,12 +104,12 @@ moto; its per-part and Complete times come from its debug log (the end of each p
 "parts" starts at dmstrack's "multipart upload" log line, or at boto3's upload_file call).
 
 Measured per run: the upload's wall time (dmstrack: from its JSON log line "dmstrack started"
-to "uploaded", which covers planning, the digest pass over the file, HeadObject, the multipart
-upload and manifest.json, a few ms after the process began; boto3: the upload_file call alone,
+to "uploaded", which covers planning, HeadObject, the multipart upload (each part digested as
+it is read to be sent) and manifest.json, a few ms after the process began; boto3: the upload_file call alone,
 timed inside the process after the imports and the client were made, so Python's ~0.3 s of
 start-up is not counted), MiB/s from it, the process's own wall time, CPU time (wait4) and
 peak RSS (VmHWM); moto's CPU time over the run (/proc, clock ticks); and from moto's request
-log the server's view: the time from the start to the first request (dmstrack's digest pass),
+log the server's view: the time from the start to the first request,
 the span of the part uploads ("bodies"), and the CompleteMultipartUpload. After each run the
 objects are checked with HeadObject (size, and an ETag equal to the multipart ETag computed
 here with hashlib from the file: MD5 of the parts' MD5s, "-N") and deleted. Targets for the
