@@ -54,7 +54,13 @@ The SDK is scripts/bench_sdk_poll.py in a venv created under target/bench-venv w
 alibabacloud-dms-enterprise20181101==3.0.0, alibabacloud-tea-openapi==0.4.6 and
 darabonba-core==1.0.9 pinned (V3 signing, the fixture's static AccessKey, http to 127.0.0.1);
 it also reports its own in-process marginal cost (getrusage after --few calls and at the end).
-Target: dmstrack per poll <= --max-poll-ratio x the SDK's (default 0.1).
+Target: dmstrack per poll <= --max-poll-ratio x the SDK's (default 0.1). Each round also measures
+the floor under that figure the same way (few vs many, wait4): examples/poll_floor makes the
+same GET every --poll-interval-ms on one kept-alive connection to the same simulator (unsigned,
+so it answers an error of about the same size) with a current-thread runtime as dmstrack's: the
+timer wake alone, a hand-written HTTP/1.1 exchange on a tokio TcpStream, hyper's HTTP/1 client,
+and reqwest (dmstrack's client) with nothing else (--floor-modes picks them). No target; it
+tells what dmstrack's own work costs and what any client pays to wake up on this machine.
 
 --scale: --scale-tickets (10,000) tickets answering INIT, state and archive under WORK (its
 filesystem type is printed: it should be a real disk, not tmpfs), max_requests_per_second
@@ -146,6 +152,8 @@ REPO = Path(__file__).resolve().parent.parent
 RELEASE = REPO / "target" / "release"
 DMSTRACK = RELEASE / "dmstrack"
 FIXTURE = RELEASE / "examples" / "bench_fixture"
+POLL_FLOOR = RELEASE / "examples" / "poll_floor"
+FLOOR_MODES = ("sleep", "socket", "hyper", "reqwest")
 SDK_POLL = REPO / "scripts" / "bench_sdk_poll.py"
 SDK_VENV = REPO / "target" / "bench-venv"
 SDK_PINS = {
@@ -686,7 +694,18 @@ def poll_sdk(fixture, python, polls, few, interval, log):
     return m.cpu, after["answered"] - before["answered"], report
 
 
-def bench_poll_cpu(rounds, few, many, interval_ms, work_root):
+def poll_floor(fixture, mode, polls, interval_ms, log):
+    """One examples/poll_floor run of `polls` requests: CPU s from wait4."""
+    info = fixture.info
+    url = (f"{info['dms_endpoint']}/?Action=QueryDataTrackResultDownloadStatus"
+           f"&OrderId={info['order_id']}")
+    m = spawn_measured([str(POLL_FLOOR), mode, url, str(polls), str(interval_ms)], log)
+    if m.status != 0:
+        fail_setup(f"poll_floor {mode} exited {m.status}; see {log}")
+    return m.cpu
+
+
+def bench_poll_cpu(rounds, few, many, interval_ms, work_root, floor_modes=FLOOR_MODES):
     work = work_root / "poll-cpu"
     port = free_port()
     fixture = Fixture(["--polling", "--poll-interval", f"{interval_ms}ms", "--max-rps", "1000",
@@ -725,9 +744,20 @@ def bench_poll_cpu(rounds, few, many, interval_ms, work_root):
                       f"{b[0]:.3f} s -> {row['sdk']['per_poll_s'] * 1000:.3f} ms/poll "
                       f"(in-process {inside * 1000:.3f}; statuses {own['statuses']})", flush=True)
 
+            def floors():
+                row["floor"] = {}
+                for mode in floor_modes:
+                    a = poll_floor(fixture, mode, few, interval_ms, work / f"floor-{mode}.log")
+                    b = poll_floor(fixture, mode, many, interval_ms, work / f"floor-{mode}.log")
+                    row["floor"][mode] = (b - a) / (many - few)
+                print(f"  round {i} floor     " + ", ".join(
+                    f"{mode} {cost * 1000:.3f}" for mode, cost in row["floor"].items())
+                    + " ms/poll", flush=True)
+
             # Alternate who goes first.
             for contender in ((ours, theirs) if i % 2 else (theirs, ours)):
                 contender()
+            floors()
             rows.append(row)
     finally:
         fixture.stop()
@@ -1693,6 +1723,16 @@ def report_poll_cpu(result, args):
           f"| {spread(inside)} |")
     print(f"| ratio dmstrack / SDK | {ratio:.3f} (per round {spread(ratios)}) "
           f"{'MISS' if missed else 'ok'} |")
+    floor_labels = {
+        "sleep": "floor: the timer wake alone, no request",
+        "socket": "floor: hand-written HTTP/1.1 on a tokio TcpStream",
+        "hyper": "floor: hyper's HTTP/1 client connection",
+        "reqwest": "floor: reqwest::Client (dmstrack's HTTP client), nothing else",
+    }
+    for mode in rows[0].get("floor", {}):
+        costs = [r["floor"][mode] * 1000 for r in rows]
+        share = statistics.median(costs) / statistics.median(theirs)
+        print(f"| {floor_labels[mode]} | {spread(costs)} (/ SDK {share:.3f}) |")
     print(f"({len(rows)} rounds; target ratio <= {args.max_poll_ratio}; all cores busy "
           f"{result['busy_share']:.0%} during the measurement, load {result['load_after']})")
     return missed
@@ -1784,6 +1824,9 @@ def main():
                         help="--poll-cpu: polls of the short run (default %(default)s)")
     parser.add_argument("--many", type=int, default=500,
                         help="--poll-cpu: polls of the long run (default %(default)s)")
+    parser.add_argument("--floor-modes", default=",".join(FLOOR_MODES),
+                        help="--poll-cpu: examples/poll_floor clients measured beside dmstrack "
+                             "(comma-separated; empty for none) (default %(default)s)")
     parser.add_argument("--max-poll-ratio", type=float, default=0.1,
                         help="target: dmstrack CPU per poll / SDK's (default %(default)s)")
     parser.add_argument("--profile-seconds", type=float, default=30.0,
@@ -1838,7 +1881,7 @@ def main():
         check_tools()
     if not args.no_build:
         build()
-    for binary in (DMSTRACK, FIXTURE):
+    for binary in (DMSTRACK, FIXTURE, POLL_FLOOR):
         if not binary.exists():
             fail_setup(f"{binary} is missing; run without --no-build")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -1859,8 +1902,9 @@ def main():
         raw["waiting"] = waiting
         report_waiting(waiting)
     if args.poll_cpu:
+        floor_modes = [m for m in args.floor_modes.split(",") if m]
         result = bench_poll_cpu(args.rounds, args.few, args.many, args.poll_interval_ms,
-                                args.work)
+                                args.work, floor_modes)
         raw["poll_cpu"] = result
         failed |= report_poll_cpu(result, args)
     if args.scale:
