@@ -297,6 +297,50 @@ async fn a_stop_mid_multipart_resumes_the_same_upload() {
     let _ = upload;
 }
 
+/// A multipart upload begun before `part_size` was raised past the file is not left behind:
+/// the next run aborts it and sends the object in one PUT.
+#[tokio::test(start_paused = true)]
+async fn an_upload_no_longer_continued_is_aborted_not_left_in_the_bucket() {
+    let zip = big_zip(450 * 1024, 3);
+    let mut world = oss_world(&zip).await;
+    world
+        .config
+        .set("upload", "part_size", "\"100KiB\"")
+        .set("upload", "concurrency", "1");
+    world
+        .oss
+        .inject_upload_fault_on_call(OssOperation::UploadPart, 2, UploadFault::Stall);
+    let running = world.start(false).await;
+    wait_until("the second part hangs", VIRTUAL_LIMIT, || {
+        world.oss.call_count(OssOperation::UploadPart) >= 2
+    })
+    .await;
+    running.shutdown.cancel();
+    running.run.await.unwrap();
+    assert_eq!(world.oss.multipart_uploads().len(), 1);
+
+    world.config.set("upload", "part_size", "\"1MiB\"");
+    world
+        .dms
+        .script_ticket(7, KEY, [StatusStep::success(world.fresh_urls(OBJECT), 69)]);
+    let outcome = world.run_once().await;
+    assert_eq!((outcome.archived, outcome.failed), (1, 0));
+    assert_eq!(world.oss.call_count(OssOperation::AbortMultipartUpload), 1);
+    assert!(
+        world.oss.multipart_uploads().is_empty(),
+        "nothing left behind"
+    );
+    let stored = world
+        .oss
+        .object_bytes(BUCKET, &remote("x_REDO_31201_207.zip"));
+    assert_eq!(stored.as_deref(), Some(zip.as_slice()));
+    assert!(
+        upload_of(&world)["multipart"].is_null(),
+        "{}",
+        upload_of(&world)
+    );
+}
+
 /// An object already in the bucket with the same size and CRC-64 is not sent again.
 #[tokio::test(start_paused = true)]
 async fn an_object_already_there_is_not_sent_again() {
@@ -316,6 +360,32 @@ async fn an_object_already_there_is_not_sent_again() {
         [remote("manifest.json")],
         "only the manifest was sent"
     );
+}
+
+/// An object of the same size but other bytes is replaced: the parts digested for the
+/// comparison are the ones sent (each part's MD5 and CRC-64 checked by the service).
+#[tokio::test(start_paused = true)]
+async fn a_same_size_object_with_other_bytes_is_replaced_part_by_part() {
+    let zip = big_zip(450 * 1024, 5);
+    let mut world = oss_world(&zip).await;
+    world
+        .config
+        .set("upload", "part_size", "\"100KiB\"")
+        .set("upload", "concurrency", "2");
+    let mut other = zip.clone();
+    let middle = other.len() / 2;
+    other[middle] ^= 0xff;
+    world
+        .oss
+        .put_object_in(BUCKET, &remote("x_REDO_31201_207.zip"), other);
+    let outcome = world.run_once().await;
+    assert_eq!((outcome.archived, outcome.failed), (1, 0));
+    assert_eq!(world.oss.call_count(OssOperation::UploadPart), 5);
+    let stored = world
+        .oss
+        .object_bytes(BUCKET, &remote("x_REDO_31201_207.zip"));
+    assert_eq!(stored.as_deref(), Some(zip.as_slice()));
+    assert_eq!(upload_of(&world)["state"], "uploaded");
 }
 
 /// Hooks run at least once: a hook that fails runs again (up to `max_attempts`), its outcome

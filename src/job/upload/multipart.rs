@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use super::digest::{FileDigest, PartDigest, digest_part, part_ranges};
 use super::error::{StoreError, StoreErrorKind};
@@ -28,6 +28,9 @@ pub(super) struct MultipartFile<'a> {
     pub(super) size: u64,
     /// Already adjusted to the services' 10,000-part limit.
     pub(super) part_size: u64,
+    /// The parts' digests when the whole file was read already (to compare it with a
+    /// same-size object in the bucket), so that no part is read twice for its checksums.
+    pub(super) known_parts: Option<Vec<PartDigest>>,
 }
 
 /// Sends `file` in parts (resuming a multipart upload this ticket began); returns the bytes
@@ -44,8 +47,9 @@ pub(super) async fn put_multipart(
     // Resume a multipart upload this ticket began (with the same part size), if the service
     // still has it: the parts listed with the right size and MD5 are not sent again.
     let mut resumed = None;
+    let checksum = ctx.store.multipart_checksum();
     if let Some(earlier) = progress.multipart.get(key) {
-        if earlier.part_size == part_size {
+        if earlier.resumable_with(part_size, checksum) {
             match retrying(ctx, cancel, "ListParts", || {
                 ctx.store.list_parts(key, &earlier.upload_id)
             })
@@ -56,8 +60,9 @@ pub(super) async fn put_multipart(
                 Err(stop) => return Err(stop),
             }
         } else {
-            // Begun with another part size: abort it (best effort) and begin again.
-            let _ = ctx.store.abort(key, &earlier.upload_id).await;
+            // Begun with another part size or checksum type (parts of another type would be
+            // refused): abort it and begin again.
+            abort_earlier(ctx, key, &earlier.upload_id).await;
         }
         if resumed.is_none() {
             reporter
@@ -82,6 +87,7 @@ pub(super) async fn put_multipart(
                     key: key.to_owned(),
                     upload_id: upload_id.clone(),
                     part_size,
+                    checksum: checksum.map(str::to_owned),
                 })
                 .await
                 .map_err(Stop::Other)?;
@@ -111,6 +117,12 @@ pub(super) async fn put_multipart(
             offset,
             len,
             listed: Arc::clone(&listed),
+            known: file
+                .known_parts
+                .as_ref()
+                .and_then(|parts| parts.get(index))
+                .filter(|part| part.offset == offset && part.len == len)
+                .cloned(),
             reporter: reporter.clone(),
             cancel: parts_cancel.clone(),
         };
@@ -153,6 +165,19 @@ pub(super) async fn put_multipart(
     Ok(sent)
 }
 
+/// Aborts a multipart upload this ticket began and no longer continues (a changed part size or
+/// checksum type, or the object goes up in one PUT now), so its parts do not stay in the bucket.
+/// Best effort: a failure is logged, and the bucket's lifecycle rule for incomplete uploads is
+/// the safety net.
+pub(super) async fn abort_earlier(ctx: &UploadContext, key: &str, upload_id: &str) {
+    match ctx.store.abort(key, upload_id).await {
+        Ok(()) => debug!(key, upload_id, "aborted an earlier multipart upload"),
+        Err(err) => {
+            warn!(key, upload_id, error = %err, "could not abort an earlier multipart upload; it stays in the bucket until its lifecycle rule removes it")
+        }
+    }
+}
+
 /// One part: digested, then sent unless the service already lists it with that MD5.
 struct PartTask {
     ctx: ContextView,
@@ -164,6 +189,8 @@ struct PartTask {
     offset: u64,
     len: u64,
     listed: Arc<Vec<super::ops::RemotePart>>,
+    /// The part's digest, when the file was digested already.
+    known: Option<PartDigest>,
     reporter: Reporter,
     cancel: CancellationToken,
 }
@@ -171,7 +198,10 @@ struct PartTask {
 impl PartTask {
     /// Returns the part's number, digest and the bytes sent (0 when it was there already).
     async fn run(self) -> Result<(u32, PartDigest, u64), Stop> {
-        let part = self.digest().await?;
+        let part = match &self.known {
+            Some(part) => part.clone(),
+            None => self.digest().await?,
+        };
         let etag = part.etag();
         let number = self.number;
         let already = self.listed.iter().any(|p| {

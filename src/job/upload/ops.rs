@@ -110,6 +110,12 @@ impl ObjectStore {
         self.send("PUT", key, &[], &headers, body).await
     }
 
+    /// The part checksum algorithm a multipart upload declares at its start: CRC-32 on S3
+    /// (checked per part and in the composite), none on OSS (CRC-64 comes back by itself).
+    pub(crate) fn multipart_checksum(&self) -> Option<&'static str> {
+        (self.kind() == StoreKind::S3).then_some("CRC32")
+    }
+
     /// InitiateMultipartUpload / CreateMultipartUpload: the new upload id. On S3 the upload
     /// declares CRC-32 part checksums, which every part and the Complete then carry.
     pub(crate) async fn initiate(
@@ -118,8 +124,8 @@ impl ObjectStore {
         content_type: &str,
     ) -> Result<String, StoreError> {
         let mut headers = vec![("content-type", content_type)];
-        if self.kind() == StoreKind::S3 {
-            headers.push(("x-amz-checksum-algorithm", "CRC32"));
+        if let Some(algorithm) = self.multipart_checksum() {
+            headers.push(("x-amz-checksum-algorithm", algorithm));
         }
         let answer = self
             .send("POST", key, &[("uploads", "")], &headers, Body::Empty)

@@ -24,9 +24,24 @@ pub struct MultipartProgress {
     pub upload_id: String,
     /// The part size it was begun with (a changed `part_size` starts it over).
     pub part_size: u64,
+    /// The checksum algorithm it declared at its start (`CRC32` on S3; none on OSS, or on an
+    /// S3 upload begun by an older dmstrack). A service refuses parts whose checksum type
+    /// differs from the declared one, so an upload begun otherwise is started over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
     /// Parts confirmed: number → ETag (the part's MD5).
     #[serde(default)]
     pub parts: BTreeMap<u32, String>,
+}
+
+impl MultipartProgress {
+    /// Whether this upload can be resumed by one that sends `part_size` parts declaring the
+    /// `checksum` algorithm. A changed part size would mix part boundaries; a changed checksum
+    /// type (an S3 upload begun without CRC-32, resumed by a build that sends it) is refused by
+    /// the service for every part ("Checksum Type mismatch"), so it would never finish.
+    pub fn resumable_with(&self, part_size: u64, checksum: Option<&str>) -> bool {
+        self.part_size == part_size && self.checksum.as_deref() == checksum
+    }
 }
 
 /// A step of an upload the watch loop records in the ticket's state.
@@ -41,6 +56,8 @@ pub enum UploadStep {
         upload_id: String,
         /// Part size.
         part_size: u64,
+        /// The checksum algorithm the upload declared.
+        checksum: Option<String>,
     },
     /// A part was confirmed.
     PartDone {
@@ -71,12 +88,14 @@ impl UploadProgress {
                 key,
                 upload_id,
                 part_size,
+                checksum,
             } => {
                 self.multipart.insert(
                     key.clone(),
                     MultipartProgress {
                         upload_id: upload_id.clone(),
                         part_size: *part_size,
+                        checksum: checksum.clone(),
                         parts: BTreeMap::new(),
                     },
                 );
@@ -99,5 +118,53 @@ impl UploadProgress {
     /// Whether the step must be durable before the upload goes on.
     pub fn needs_durability(step: &UploadStep) -> bool {
         matches!(step, UploadStep::MultipartStarted { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(checksum: Option<&str>) -> UploadProgress {
+        let mut progress = UploadProgress::default();
+        progress.apply(&UploadStep::MultipartStarted {
+            key: "k".into(),
+            upload_id: "u".into(),
+            part_size: 8,
+            checksum: checksum.map(str::to_owned),
+        });
+        progress
+    }
+
+    #[test]
+    fn only_the_same_part_size_and_checksum_type_resume() {
+        let s3 = started(Some("CRC32"));
+        let earlier = &s3.multipart["k"];
+        assert!(earlier.resumable_with(8, Some("CRC32")));
+        assert!(!earlier.resumable_with(16, Some("CRC32")));
+        assert!(!earlier.resumable_with(8, None));
+        let oss = started(None);
+        assert!(oss.multipart["k"].resumable_with(8, None));
+        assert!(!oss.multipart["k"].resumable_with(8, Some("CRC32")));
+    }
+
+    #[test]
+    fn an_upload_recorded_before_checksums_were_declared_is_started_over_on_s3() {
+        // A record written before the checksum field existed.
+        let old: UploadProgress = serde_json::from_str(
+            r#"{"multipart":{"k":{"upload_id":"u","part_size":8,"parts":{"1":"e"}}}}"#,
+        )
+        .unwrap();
+        let earlier = &old.multipart["k"];
+        assert_eq!(earlier.checksum, None);
+        assert!(
+            !earlier.resumable_with(8, Some("CRC32")),
+            "S3 now declares CRC32"
+        );
+        assert!(earlier.resumable_with(8, None), "OSS declares nothing");
+        // And the field survives a round trip.
+        let again: UploadProgress =
+            serde_json::from_str(&serde_json::to_string(&started(Some("CRC32"))).unwrap()).unwrap();
+        assert_eq!(again.multipart["k"].checksum.as_deref(), Some("CRC32"));
     }
 }

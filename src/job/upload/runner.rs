@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::digest::{FileDigest, PartDigest, digest_file, part_size_for};
 use super::error::{StoreError, StoreErrorKind};
-use super::multipart::{MultipartFile, put_multipart};
+use super::multipart::{MultipartFile, abort_earlier, put_multipart};
 use super::ops::RemoteObject;
 use super::progress::{UploadProgress, UploadStep};
 use super::store::{Answer, Body, ObjectStore};
@@ -329,6 +329,9 @@ async fn send_object(
     if let Some(remote) = remote.filter(|r| r.size == size) {
         let digest = digest_blocking(object, part_size, cancel).await?;
         if same_object(ctx.store.kind(), &remote, &digest) {
+            if let Some(earlier) = progress.multipart.get(&object.key) {
+                abort_earlier(ctx, &object.key, &earlier.upload_id).await;
+            }
             debug!(
                 key = label,
                 "already in the bucket with the same size and checksum"
@@ -345,6 +348,11 @@ async fn send_object(
         known = Some(digest);
     }
     let sent = if size <= part_size {
+        // A multipart upload begun for this key before (with a smaller part size) is not
+        // continued: abort it rather than leave its parts behind.
+        if let Some(earlier) = progress.multipart.get(&object.key) {
+            abort_earlier(ctx, &object.key, &earlier.upload_id).await;
+        }
         let digest = match known {
             Some(digest) => digest,
             None => digest_blocking(object, part_size, cancel).await?,
@@ -358,6 +366,7 @@ async fn send_object(
             content_type: object.content_type,
             size,
             part_size,
+            known_parts: known.map(|digest| digest.parts),
         };
         put_multipart(ctx, &file, progress, reporter, cancel).await?
     };
