@@ -320,14 +320,21 @@ fn confirm_complete(
                 etag
             };
             let expected = digest.multipart_etag();
-            // A composite CRC-32 (`<base64>-<parts>`) answered must be ours; a full-object
-            // one (no suffix) is the service's own computation and not compared.
+            // A composite CRC-32 (`<base64>-<parts>`) answered must be ours, and when it is,
+            // it confirms the object by itself: the service checked every part's CRC-32
+            // against its bytes, and this is the CRC of those, in order. That holds whatever
+            // the ETag is (with SSE-KMS it is no MD5). A full-object one (no suffix) is the
+            // service's own computation and not compared.
             let crc32 = crate::net::xml_element(&body, "ChecksumCRC32");
-            if kind == StoreKind::S3 && crc32.contains('-') && crc32 != digest.composite_crc32() {
-                return Err(StoreError::unconfirmed(format!(
-                    "the completed object's ChecksumCRC32 {crc32} is not {}",
-                    digest.composite_crc32()
-                )));
+            if kind == StoreKind::S3 && crc32.contains('-') {
+                return if crc32 == digest.composite_crc32() {
+                    Ok(())
+                } else {
+                    Err(StoreError::unconfirmed(format!(
+                        "the completed object's ChecksumCRC32 {crc32} is not {}",
+                        digest.composite_crc32()
+                    )))
+                };
             }
             if kind == StoreKind::S3 && etag.eq_ignore_ascii_case(&expected) {
                 Ok(())
@@ -342,5 +349,56 @@ fn confirm_complete(
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::upload::digest::digest_part;
+
+    fn digest_of(data: &[u8], part: usize) -> FileDigest {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, data).unwrap();
+        let cancel = CancellationToken::new();
+        let parts = part_ranges(data.len() as u64, part as u64)
+            .into_iter()
+            .map(|(offset, len)| digest_part(&path, offset, len, &cancel).unwrap())
+            .collect();
+        FileDigest::from_parts(data.len() as u64, parts)
+    }
+
+    fn answer(body: &str) -> Answer {
+        Answer {
+            headers: Default::default(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_s3_complete_is_confirmed_by_its_etag_or_its_composite_crc32() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let digest = digest_of(&data, 4096);
+        let etag = digest.multipart_etag();
+        let crc = digest.composite_crc32();
+        let result = |body: String| confirm_complete(StoreKind::S3, &answer(&body), &digest);
+        assert!(result(format!("<R><ETag>\"{etag}\"</ETag></R>")).is_ok());
+        // SSE-KMS: the ETag is no MD5, the composite CRC-32 decides.
+        let kms = "\"6b4f1c0c2bbf4e4a9c1d3e5f7a9b0c1d-3\"";
+        assert!(
+            result(format!(
+                "<R><ETag>{kms}</ETag><ChecksumCRC32>{crc}</ChecksumCRC32></R>"
+            ))
+            .is_ok()
+        );
+        assert!(result(format!("<R><ETag>{kms}</ETag></R>")).is_err());
+        // A composite that is not ours fails even with the right ETag.
+        assert!(
+            result(format!(
+                "<R><ETag>\"{etag}\"</ETag><ChecksumCRC32>AAAAAA==-3</ChecksumCRC32></R>"
+            ))
+            .is_err()
+        );
     }
 }
