@@ -220,6 +220,53 @@ async fn check_validates_and_warns_about_readable_inline_secrets() {
     );
 }
 
+/// `check` refuses s3:// keys the daemon could not use (exit 1), as it does the DMS keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_s3_keys_the_daemon_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "[credentials]\nsource = \"static\"\naccess_key_id = \"{AK_ID}\"\naccess_key_secret_file = \"ak\"\n\
+         [upload]\nurl = \"s3://archive-bucket/p\"\nendpoint = \"http://127.0.0.1:9\"\n"
+    );
+    std::fs::write(dir.path().join("ak"), AK_SECRET).unwrap();
+    let cases = [
+        (
+            format!(
+                "{base}[upload.credentials]\naccess_key_id = \"AKIAX\"\nsecret_access_key_file = \"missing\"\n"
+            ),
+            "upload.credentials.secret_access_key_file",
+        ),
+        (base.clone(), "AWS_ACCESS_KEY_ID"),
+    ];
+    for (body, expected) in cases {
+        let config = support::write_config(dir.path(), &body);
+        let mut cmd = dmstrack();
+        cmd.args(["check", "-c"]).arg(&config);
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            cmd.env_remove(var);
+        }
+        let (code, _, stderr) = run(cmd).await;
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("upload credentials") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+    // With the keys in the environment it passes.
+    let config = support::write_config(dir.path(), &base);
+    let mut cmd = dmstrack();
+    cmd.args(["check", "-c"])
+        .arg(&config)
+        .env("AWS_ACCESS_KEY_ID", "AKIAX")
+        .env("AWS_SECRET_ACCESS_KEY", "s3-secret");
+    let (code, _, stderr) = run(cmd).await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_online_queries_each_ticket() {
     let sim = simulator().await;

@@ -156,6 +156,44 @@ async fn a_tickets_file_added_changed_broken_fixed_and_removed() {
     running.run.await.unwrap();
 }
 
+/// A reload that moves `watch.tickets_dir` watches the new folder from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tickets_folder_moved_by_a_reload_is_watched_there() {
+    let mut world = world().await;
+    world
+        .dms
+        .script_ticket(1, "main", StatusStep::Init.times(1000));
+    world.config.ticket(1, "main", "in the main file");
+    let running = world.start(false).await;
+    let other = world.root().join("other.d");
+    std::fs::create_dir(&other).unwrap();
+    ready(&world, 2, "k2");
+    std::fs::write(other.join("a.toml"), ticket(2, "k2", "moved folder")).unwrap();
+
+    let config = world.root().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    replace(
+        &config,
+        &format!("{text}\n[watch]\ntickets_dir = \"other.d\"\n"),
+    );
+    until("the moved folder's ticket is archived", NOTICE, || {
+        state_of(&world, 2, "k2").as_deref() == Some("archived")
+    })
+    .await;
+
+    // A file added to the new folder later is noticed without a signal.
+    ready(&world, 3, "k3");
+    std::fs::write(other.join("b.toml"), ticket(3, "k3", "added later")).unwrap();
+    until(
+        "the ticket added to the new folder is archived",
+        NOTICE,
+        || state_of(&world, 3, "k3").as_deref() == Some("archived"),
+    )
+    .await;
+    running.shutdown.cancel();
+    running.run.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_rewritten_by_rename_and_a_configmap_symlink_swap_are_reloaded() {
     let mut world = world().await;
@@ -281,6 +319,19 @@ async fn add_retry_and_forget_with_the_daemon_running() {
     assert!(err.contains("already listed at"), "{err}");
     let (code, _, err) = support::run(cli(&world, &["add", "--order-id", "8"])).await;
     assert_eq!(code, 2, "neither a key nor an export: usage: {err}");
+    // Export filters belong to an export, not to an existing key: usage, nothing written.
+    for filter in [
+        &["--filter-table", "orders"][..],
+        &["--filter-type", "UPDATE"],
+        &["--event-id", "3"],
+        &["--filter-start-time", "2026-01-01 00:00:00"],
+    ] {
+        let mut args = vec!["add", "--order-id", "12", "--download-key-id", "k12"];
+        args.extend_from_slice(filter);
+        let (code, _, err) = support::run(cli(&world, &args)).await;
+        assert_eq!(code, 2, "{filter:?} with a key: usage: {err}");
+    }
+    assert!(!world.root().join("tickets.d/12-k12.toml").exists());
 
     // retry: the failed export goes back to waiting; the waiting one is left alone.
     until("the failing export fails", NOTICE, || {

@@ -23,34 +23,46 @@ pub(super) struct AddArgs {
     #[arg(long, value_enum, ignore_case = true)]
     rollback_sql_type: Option<RollbackSqlTypeArg>,
     /// Start of the time filter, "yyyy-MM-dd HH:mm:ss".
-    #[arg(long, requires = "rollback_sql_type")]
+    #[arg(
+        long,
+        requires = "rollback_sql_type",
+        conflicts_with = "download_key_id"
+    )]
     filter_start_time: Option<String>,
     /// End of the time filter, "yyyy-MM-dd HH:mm:ss".
-    #[arg(long, requires = "rollback_sql_type")]
+    #[arg(
+        long,
+        requires = "rollback_sql_type",
+        conflicts_with = "download_key_id"
+    )]
     filter_end_time: Option<String>,
     /// A table to keep (repeat, or separate with commas).
     #[arg(
         long = "filter-table",
         value_delimiter = ',',
-        requires = "rollback_sql_type"
+        requires = "rollback_sql_type",
+        conflicts_with = "download_key_id"
     )]
     filter_tables: Vec<String>,
     /// INSERT, UPDATE or DELETE (repeat, or separate with commas).
     #[arg(
         long = "filter-type",
         value_delimiter = ',',
-        requires = "rollback_sql_type"
+        requires = "rollback_sql_type",
+        conflicts_with = "download_key_id"
     )]
     filter_types: Vec<String>,
     /// An event id to keep (repeat, or separate with commas).
     #[arg(
         long = "event-id",
         value_delimiter = ',',
-        requires = "rollback_sql_type"
+        requires = "rollback_sql_type",
+        conflicts_with = "download_key_id"
     )]
     event_ids: Vec<i64>,
     /// Column filter, as for `dmstrack export` (the config's shape).
-    #[arg(long, value_parser = super::export::parse_column_filter, requires = "rollback_sql_type")]
+    #[arg(long, value_parser = super::export::parse_column_filter, requires = "rollback_sql_type",
+        conflicts_with = "download_key_id")]
     column_filter: Option<ColumnFilter>,
     /// Tenant id [default: dms.tid from the config].
     #[arg(long)]

@@ -66,6 +66,18 @@ async fn check_credentials_and_api(config: &Config, online: bool) -> Exit {
         ) {
             Ok(provider) => {
                 println!("credentials: {}", provider.describe());
+                // s3:// keys come from elsewhere ([upload.credentials] or AWS_*): the daemon
+                // would refuse to start without them, so `check` says so too.
+                if let Some(upload) = &config.upload
+                    && upload.kind == crate::config::StoreKind::S3
+                    && let Err(err) = crate::service::services::s3_credentials(
+                        upload,
+                        &crate::credentials::CredentialEnv::from_process(),
+                    )
+                {
+                    eprintln!("upload credentials: {err}");
+                    return Exit::Failure;
+                }
                 Exit::Success
             }
             Err(err) => {

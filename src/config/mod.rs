@@ -543,15 +543,17 @@ impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path, env: &ConfigEnv) -> Result<Self, ConfigError> {
         let bytes = std::fs::read(path);
+        let source = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        // Fingerprinted under the absolute path, as the watcher sees it: a relative `-c`
+        // would otherwise look changed at once and reload for nothing.
         let mut fingerprint = tickets_dir::Fingerprint::default();
-        fingerprint.add(path, &bytes);
+        fingerprint.add(&source, &bytes);
         let text = bytes
             .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
             .map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })?;
-        let source = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let mut config = Self::from_toml_str(&text, &source, env)?;
         config.read_tickets_dir(&mut fingerprint);
         config.fingerprint = fingerprint.finish();

@@ -204,6 +204,15 @@ fn validation_messages_name_the_key() {
         errors("[hooks]\non_archived = [\"/bin/ship\", \"{path}\"]\n"),
         "/etc/dmstrack/config.toml:2:29: hooks.on_archived[1]: unknown placeholder {path}; use {dir}, {order_id} or {download_key_id}"
     );
+    // Braces that are no placeholder of ours pass: shell variables, JSON.
+    let hooks = Config::from_toml_str(
+        "[hooks]\non_archived = [\"/bin/sh\", \"-c\", \"echo ${DMSTRACK_ORDER_ID} {dir} >> /tmp/x.log\", \"{\\\"a\\\": 1}\", \"{}\"]\n",
+        Path::new("/etc/dmstrack/config.toml"),
+        &ConfigEnv::default(),
+    )
+    .unwrap()
+    .hooks;
+    assert_eq!(hooks.on_archived.unwrap()[3], "{\"a\": 1}");
     assert_eq!(
         errors("[download]\nconcurrency = 0\nread_timeout = \"0s\"\n"),
         "/etc/dmstrack/config.toml:2:1: download.concurrency: must be at least 1\n/etc/dmstrack/config.toml:3:1: download.read_timeout: must be greater than zero"
@@ -405,4 +414,12 @@ fn upload_section_defaults_and_rules() {
         errors("[archive]\nretention = \"0s\"\n")
             .contains("archive.retention: must be greater than zero")
     );
+    // A region no host name can hold is reported, not built into the default endpoint.
+    for region in ["%", "a b", "a/b", ""] {
+        let text = errors(&format!(
+            "[upload]\nurl = \"s3://my-bucket\"\nregion = {region:?}\n"
+        ));
+        assert!(text.contains("upload.region: is not a region id"), "{text}");
+        assert!(!text.contains("upload.endpoint"), "{text}");
+    }
 }

@@ -286,18 +286,14 @@ impl Daemon {
         // Marks the current summary seen, so the loop does not send the same line again.
         notifier.status(&summary.borrow_and_update().line());
         let (changes_tx, mut changes) = mpsc::channel(4);
-        let watch_stop = shutdown.child_token();
-        crate::service::config_watch::spawn(
-            WatchedPaths {
-                config: config.source.clone(),
-                tickets_dir: config.watch.tickets_dir.clone(),
-                requests_dir: config.state.dir.join(REQUESTS_DIR),
-            },
-            config.fingerprint,
-            changes_tx,
-            watch_stop.clone(),
-        );
+        let mut watcher = FileWatcher {
+            changes: changes_tx,
+            parent: shutdown.clone(),
+            stop: CancellationToken::new(),
+        };
+        watcher.start(&config, config.fingerprint);
         let mut running = Running {
+            watcher,
             attempted: config.fingerprint,
             config,
             env,
@@ -334,7 +330,7 @@ impl Daemon {
                 stopping_sent = true;
             }
         };
-        watch_stop.cancel();
+        running.watcher.stop.cancel();
         // The scheduler may finish stopping before this loop saw the token (both are woken
         // by the same cancel, and `select!` picks at random), and `--once` ends without one:
         // either way the manager still hears that the service is going down.
@@ -346,8 +342,34 @@ impl Daemon {
     }
 }
 
+/// The watcher of the config file, the tickets folder and the requests folder.
+struct FileWatcher {
+    changes: mpsc::Sender<Change>,
+    parent: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl FileWatcher {
+    /// Watches the paths `config` names (stopping the watcher of the paths before).
+    fn start(&mut self, config: &Config, loaded: [u8; 32]) {
+        self.stop.cancel();
+        self.stop = self.parent.child_token();
+        crate::service::config_watch::spawn(
+            WatchedPaths {
+                config: config.source.clone(),
+                tickets_dir: config.watch.tickets_dir.clone(),
+                requests_dir: config.state.dir.join(REQUESTS_DIR),
+            },
+            loaded,
+            self.changes.clone(),
+            self.stop.clone(),
+        );
+    }
+}
+
 /// The daemon's side of a running scheduler: the config in force, reloads and requests.
 struct Running {
+    watcher: FileWatcher,
     config: Config,
     env: ConfigEnv,
     credential_env: CredentialEnv,
@@ -410,6 +432,12 @@ impl Running {
                     new_limits.downloads.resize(new_config.download.concurrency);
                     if let Some(upload) = &new_config.upload {
                         new_limits.uploads.resize(upload.concurrency);
+                    }
+                    if new_config.watch.tickets_dir != self.config.watch.tickets_dir {
+                        // Another tickets folder: watch that one from now on.
+                        info!(tickets_dir = %new_config.watch.tickets_dir.display(), "watching the new tickets folder");
+                        self.attempted = new_config.fingerprint;
+                        self.watcher.start(&new_config, new_config.fingerprint);
                     }
                     self.config = new_config;
                     self.limits = new_limits;

@@ -548,7 +548,14 @@ fn validate_hook_argv(c: &mut Checker<'_>, name: &'static str, argv: &[String]) 
                 break;
             };
             let placeholder = &rest[open..open + len + 1];
-            if !allowed.contains(&placeholder) {
+            // Only what looks like one of ours (`{lower_case}`) is taken for a mistyped
+            // placeholder; `${SHELL_VAR}` in a `sh -c` script or JSON like `{"a": 1}` is
+            // passed on as written.
+            let shaped = placeholder.len() > 2
+                && placeholder[1..placeholder.len() - 1]
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_');
+            if shaped && !allowed.contains(&placeholder) {
                 c.error(
                     &[key("hooks"), key(name), Seg::Index(i)],
                     format!(

@@ -115,6 +115,8 @@ pub(super) fn validate_upload(
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }) {
         c.error(&path("region"), "is not a region id like cn-hangzhou");
+        // Reported; nothing is built from it.
+        return None;
     }
     let endpoint = match (kind, raw.endpoint.as_deref()) {
         (_, Some(endpoint)) => c.url(&path("endpoint"), endpoint)?,
@@ -127,9 +129,13 @@ pub(super) fn validate_upload(
         }
         (StoreKind::S3, None) => {
             let region = region.as_deref().unwrap_or(S3_DEFAULT_REGION);
-            format!("https://s3.{region}.amazonaws.com")
-                .parse()
-                .expect("a valid URL")
+            match format!("https://s3.{region}.amazonaws.com").parse() {
+                Ok(url) => url,
+                Err(_) => {
+                    c.error(&path("region"), "is not a region id like us-east-1");
+                    return None;
+                }
+            }
         }
     };
     if endpoint.path() != "/" {
