@@ -217,6 +217,32 @@ async fn refused_credentials_fail_the_upload_without_hammering() {
     );
 }
 
+/// `archive.retention` with `[upload]`: a folder old enough is removed once its upload is
+/// confirmed, by `run --once` too (at start-up), and its record no longer names it.
+#[tokio::test(start_paused = true)]
+async fn retention_removes_an_old_uploaded_folder_in_run_once() {
+    let zip = sample_zip(&SampleSpec::demo(46));
+    let mut world = oss_world(&zip).await;
+    world.config.set("archive", "retention", "\"1d\"");
+    let outcome = world.run_once().await;
+    assert_eq!((outcome.archived, outcome.failed), (1, 0));
+    assert_eq!(upload_of(&world)["state"], "uploaded");
+    let dir = world.final_dir(7, KEY);
+    assert!(dir.exists(), "archived just now: kept");
+
+    // The same folder, archived long ago by its manifest.
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["archived_at"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let outcome = world.run_once().await;
+    assert_eq!(outcome.failed, 0);
+    assert!(!dir.exists(), "removed by archive.retention");
+    assert_eq!(world.record(7, KEY)["archive"], serde_json::Value::Null);
+    assert_eq!(world.record(7, KEY)["state"], "archived");
+}
+
 /// `content = "files"` sends every extracted file under `files/`; `keep_local = false`
 /// removes the local folder once the manifest is confirmed, and `status` shows no archive.
 #[tokio::test(start_paused = true)]

@@ -362,6 +362,11 @@ impl Scheduler {
         let interrupted = loop {
             self.start_due_work();
             self.start_due_post_work();
+            if self.retention_due() && self.next_retention <= Instant::now() {
+                // Here rather than only from the timer below, so that `run --once` checks
+                // retention (at start-up and after its publishes and uploads) before it ends.
+                self.start_retention();
+            }
             if self.auth_failure.is_some() {
                 break false;
             }
@@ -371,6 +376,7 @@ impl Scheduler {
                 && self.loads.is_empty()
                 && self.counts.active() == 0
                 && self.post_pending.is_empty()
+                && self.retention_task.is_none()
             {
                 break false;
             }
@@ -384,7 +390,7 @@ impl Scheduler {
                 (a, b) => a.or(b),
             };
             let downloading = self.counts.downloading > 0;
-            let retention_due = self.services.retention.is_some() && self.retention_task.is_none();
+            let retention_due = self.retention_due();
             tokio::select! {
                 _ = shutdown.cancelled() => break true,
                 Some(joined) = self.polls.join_next_with_id(), if !self.polls.is_empty() => self.joined(joined),

@@ -35,6 +35,13 @@ impl Scheduler {
         }
     }
 
+    /// Whether a retention scan may start: retention is set, none runs, and every ticket's
+    /// record is loaded (the guards come from the records: a scan before them would not know
+    /// which folders are still needed).
+    pub(super) fn retention_due(&self) -> bool {
+        self.services.retention.is_some() && self.retention_task.is_none() && self.loads.is_empty()
+    }
+
     /// Starts a retention scan unless one runs.
     pub(super) fn start_retention(&mut self) {
         self.next_retention = Instant::now() + RETENTION_EVERY;
