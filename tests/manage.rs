@@ -460,3 +460,52 @@ async fn a_reload_during_a_download_does_not_restart_it() {
     running.shutdown.cancel();
     running.run.await.unwrap();
 }
+
+/// A ticket removed from the config while it downloads keeps its partial download, through a
+/// restart too: added back, it resumes with a Range request instead of starting over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_tickets_partial_download_survives_a_restart() {
+    let mut world = world().await;
+    world.oss.inject(OBJECT, OssFault::StallAfter(4096));
+    world
+        .dms
+        .script_ticket(1, "main", StatusStep::Init.times(1000));
+    world
+        .config
+        .ticket(1, "main", "stays")
+        .set("download", "read_timeout", "\"30s\"");
+    let tickets = world.root().join("tickets.d");
+    std::fs::create_dir(&tickets).unwrap();
+    ready(&world, 2, "k2");
+    std::fs::write(tickets.join("a.toml"), ticket(2, "k2", "removed")).unwrap();
+    let running = world.start(false).await;
+    until("the download stalls", NOTICE, || world.gets().len() == 1).await;
+    let part = world
+        .archive()
+        .join(".dmstrack/downloads")
+        .join("2-k2.zip.part");
+    until("the part is on disk", NOTICE, || part.is_file()).await;
+
+    std::fs::remove_file(tickets.join("a.toml")).unwrap();
+    until("the removal is applied", NOTICE, || {
+        running
+            .telemetry
+            .metrics
+            .encode()
+            .contains("dmstrack_tickets{state=\"downloading\"} 0")
+    })
+    .await;
+    running.shutdown.cancel();
+    running.run.await.unwrap();
+    assert!(part.is_file(), "kept when the ticket was removed");
+
+    // A restart without the ticket keeps its part (its record is there until `forget`).
+    let running = world.start(false).await;
+    until("the main ticket is polled again", NOTICE, || {
+        world.dms.status_answers(1, "main") >= 2
+    })
+    .await;
+    assert!(part.is_file(), "kept through a restart");
+    running.shutdown.cancel();
+    running.run.await.unwrap();
+}

@@ -175,15 +175,28 @@ impl Daemon {
         let loaded = load_tickets(&writer, &layout, config.tickets.clone())
             .await
             .map_err(StartError::Storage)?;
-        // Partial downloads of tickets still in progress are kept for Range; the rest of the
-        // work folders (interrupted extractions, parts of finished tickets) go.
-        let in_progress: HashSet<String> = loaded
+        // Partial downloads of tickets still in progress are kept for Range, and so are those
+        // of tickets removed from the config mid-download (their records stay until `forget`,
+        // which drops the part too): added back, they resume. The rest of the work folders
+        // (interrupted extractions, parts of finished tickets, parts nobody records) go.
+        let mut in_progress: HashSet<String> = loaded
             .iter()
             .filter(|t| {
                 !t.archived_on_disk && t.record.as_ref().is_none_or(|r| !r.state.is_terminal())
             })
             .map(|t| crate::watch::state::ticket_id(&t.spec))
             .collect();
+        let configured: HashSet<String> = loaded
+            .iter()
+            .map(|t| crate::watch::state::ticket_id(&t.spec))
+            .collect();
+        let recorded = writer.load_all().await.map_err(StartError::Storage)?;
+        in_progress.extend(
+            recorded
+                .into_iter()
+                .filter(|r| !configured.contains(&r.id) && !r.state.is_terminal())
+                .map(|r| r.id),
+        );
         {
             let layout = layout.clone();
             let removed = tokio::task::spawn_blocking(move || layout.clean_stale(&in_progress))
