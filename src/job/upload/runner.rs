@@ -386,7 +386,11 @@ async fn digest_blocking(
     part_size: u64,
     cancel: &CancellationToken,
 ) -> Result<FileDigest, Stop> {
-    let (path, stop) = (object.path.clone(), cancel.clone());
+    // The reading stops when this future is dropped too (a sibling object failed and the
+    // upload task was aborted), not only on shutdown.
+    let stop = cancel.child_token();
+    let _stop_reading = stop.clone().drop_guard();
+    let path = object.path.clone();
     match tokio::task::spawn_blocking(move || digest_file(&path, part_size, &stop)).await {
         Ok(Ok(digest)) => Ok(digest),
         Ok(Err(_)) if cancel.is_cancelled() => Err(Stop::Cancelled),
