@@ -958,6 +958,102 @@ async fn give_up_after_ends_failed() {
     assert!(world.status_calls() >= 10, "it kept polling until then");
 }
 
+/// An archive folder with its manifest is the truth (put there by another run or by hand).
+fn place_archive(world: &World, order_id: i64, key: &str) {
+    let dir = world.final_dir(order_id, key);
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("manifest.json"), b"{}").unwrap();
+}
+
+/// An archive that appears while the daemon runs is adopted within seconds, never downloaded.
+#[tokio::test(start_paused = true)]
+async fn an_archive_appearing_while_the_daemon_runs_is_adopted() {
+    let mut world = World::new("v3").await;
+    world.dms.script_ticket(7, KEY, []); // INIT forever
+    world.config.ticket(7, KEY, "appears");
+    let running = world.start(false).await;
+    wait_until("the ticket is polled", VIRTUAL_LIMIT, || {
+        world.status_calls() >= 1
+    })
+    .await;
+    place_archive(&world, 7, KEY);
+    let placed = tokio::time::Instant::now();
+    wait_until("the archive is adopted", VIRTUAL_LIMIT, || {
+        support::state_record(&world.state(), 7, KEY).is_some_and(|r| r["state"] == "archived")
+    })
+    .await;
+    assert!(
+        placed.elapsed() <= Duration::from_secs(65),
+        "{:?}",
+        placed.elapsed()
+    );
+    let record = world.record(7, KEY);
+    assert_eq!(
+        record["archive"].as_str(),
+        Some(world.final_dir(7, KEY).to_str().unwrap())
+    );
+    assert!(world.oss.requests().is_empty(), "never downloaded");
+    running.shutdown.cancel();
+    running.run.await.unwrap();
+}
+
+/// DOWNLOAD_FAIL for a ticket whose archive is on disk: archived, not failed.
+#[tokio::test(start_paused = true)]
+async fn an_archive_on_disk_is_never_turned_into_a_failure() {
+    let mut world = World::new("v3").await;
+    world.dms.script_ticket(
+        7,
+        KEY,
+        [StatusStep::Init, StatusStep::fail("the export was removed")],
+    );
+    world.config.ticket(7, KEY, "failing");
+    let (_, run) = world.spawn(true).await;
+    wait_until("the ticket is polled", VIRTUAL_LIMIT, || {
+        world.status_calls() >= 1
+    })
+    .await;
+    place_archive(&world, 7, KEY);
+    let outcome = world.finish(run).await;
+    assert_eq!((outcome.archived, outcome.failed), (1, 0));
+    assert_eq!(world.record(7, KEY)["state"], "archived");
+
+    // A ticket already failed in the state, whose archive then appears: archived at the
+    // next start.
+    let mut world = World::new("v3").await;
+    world
+        .dms
+        .script_ticket(8, KEY, [StatusStep::fail("the export was removed")]);
+    world.config.ticket(8, KEY, "failed before");
+    assert_eq!(world.run_once().await.failed, 1);
+    place_archive(&world, 8, KEY);
+    let outcome = world.run_once().await;
+    assert_eq!((outcome.archived, outcome.failed), (1, 0));
+    assert_eq!(world.record(8, KEY)["state"], "archived");
+}
+
+/// `give_up_after` is kept to time: the ticket fails when it runs out, not at the next
+/// backoff step after it.
+#[tokio::test(start_paused = true)]
+async fn give_up_after_is_kept_to_time() {
+    let mut world = World::new("v3").await;
+    world.dms.script_ticket(7, KEY, []); // INIT forever
+    world
+        .config
+        .set("poll", "give_up_after", "\"5s\"")
+        .set("poll", "initial_interval", "\"4s\"")
+        .set("poll", "max_interval", "\"60s\"")
+        .set("poll", "jitter", "0.0");
+    world.config.ticket(7, KEY, "slow");
+    let started = tokio::time::Instant::now();
+    let outcome = world.run_once().await;
+    let took = started.elapsed();
+    assert_eq!((outcome.archived, outcome.failed), (0, 1));
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+        "gave up after {took:?}"
+    );
+}
+
 // ---- 8. downloads and polls ----
 
 /// On real time (see [`World::real_time`]).

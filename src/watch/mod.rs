@@ -295,6 +295,9 @@ impl Scheduler {
         let Some(ticket) = self.tickets.get_mut(id) else {
             return;
         };
+        // Never past the deadline: `give_up_after` is kept to the poll, not to the next
+        // backoff step after it.
+        let at = at.min(ticket.deadline);
         ticket.record.next_poll_at = Some(tickets::wall_clock(at));
         self.timers.schedule(id, at);
     }
@@ -330,14 +333,7 @@ impl Scheduler {
                 continue;
             }
             if now >= ticket.deadline {
-                let after = humantime::format_duration(self.services.poll.give_up_after);
-                self.transition(
-                    &id,
-                    TicketState::Failed,
-                    Some(format!(
-                        "gave up: not archived within {after} of being first seen"
-                    )),
-                );
+                self.start_give_up(&id);
                 continue;
             }
             self.start_poll_or_export(&id);

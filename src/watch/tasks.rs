@@ -19,6 +19,10 @@ use crate::job::pipeline::{Job, JobEvent, JobEventKind, JobOutcome, JobPhase, Jo
 use crate::job::upload::runner::UploadOutcome;
 use crate::net::signed_url::SignedUrl;
 
+/// How often a waiting ticket's poll also looks whether its archive appeared on disk (put
+/// there by another run or by hand): such an archive is adopted, never downloaded again.
+pub(super) const DISK_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What kind of work a task does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TaskKind {
@@ -58,6 +62,10 @@ impl std::fmt::Display for StepError {
 pub(super) enum TaskResult {
     Export(Result<String, StepError>),
     Poll(Result<ExportStatus, StepError>),
+    /// The ticket's archive (with its manifest) is on disk: adopt it.
+    Adopted,
+    /// `give_up_after` ran out and no archive is on disk.
+    GaveUp,
     Job(JobOutcome),
     Hook(HookKind, Option<HookOutcome>),
     Upload(UploadOutcome),
@@ -87,6 +95,12 @@ impl Scheduler {
             (Some(key), _) => {
                 let key = key.clone();
                 let barrier = ticket.barrier.take();
+                let now = tokio::time::Instant::now();
+                let look_on_disk = now >= ticket.next_disk_check;
+                if look_on_disk {
+                    ticket.next_disk_check = now + DISK_CHECK_EVERY;
+                }
+                let layout = self.layout.clone();
                 let handle = self.polls.spawn(async move {
                     // The key (or whatever the previous step recorded) is durable first.
                     if let Some(barrier) = barrier
@@ -94,11 +108,19 @@ impl Scheduler {
                     {
                         return TaskResult::Poll(Err(StepError::NotSaved(err)));
                     }
-                    TaskResult::Poll(
-                        dms.query_status(order_id, &key, tid)
-                            .await
-                            .map_err(StepError::Api),
-                    )
+                    if look_on_disk && archive_on_disk(&layout, order_id, &key).await {
+                        return TaskResult::Adopted;
+                    }
+                    let answer = dms.query_status(order_id, &key, tid).await;
+                    // An archive is never turned into a failure: look before taking DMS's.
+                    if answer
+                        .as_ref()
+                        .is_ok_and(|s| s.status == crate::dms::DownloadStatus::Fail)
+                        && archive_on_disk(&layout, order_id, &key).await
+                    {
+                        return TaskResult::Adopted;
+                    }
+                    TaskResult::Poll(answer.map_err(StepError::Api))
                 });
                 (handle.id(), TaskKind::Poll)
             }
@@ -129,6 +151,60 @@ impl Scheduler {
             }
         };
         self.own(task, id, kind);
+    }
+
+    /// `give_up_after` ran out: the ticket fails, unless its archive is on disk after all (a
+    /// last look, off the loop).
+    pub(super) fn start_give_up(&mut self, id: &str) {
+        let ticket = self.tickets.get_mut(id).expect("caller checked");
+        let Some(key) = ticket.record.download_key_id.clone() else {
+            self.give_up(id);
+            return;
+        };
+        ticket.busy = true;
+        let (order_id, layout) = (ticket.spec.order_id, self.layout.clone());
+        let handle = self.polls.spawn(async move {
+            if archive_on_disk(&layout, order_id, &key).await {
+                TaskResult::Adopted
+            } else {
+                TaskResult::GaveUp
+            }
+        });
+        self.own(handle.id(), id, TaskKind::Poll);
+    }
+
+    /// Fails a ticket whose `give_up_after` ran out.
+    fn give_up(&mut self, id: &str) {
+        let after = humantime::format_duration(self.services.poll.give_up_after);
+        self.transition(
+            id,
+            TicketState::Failed,
+            Some(format!(
+                "gave up: not archived within {after} of being first seen"
+            )),
+        );
+    }
+
+    /// The ticket's archive appeared on disk (its manifest is there): it is archived.
+    fn on_adopted(&mut self, id: &str) {
+        let Some(ticket) = self.tickets.get_mut(id) else {
+            return;
+        };
+        let Some(key) = ticket.record.download_key_id.clone() else {
+            return;
+        };
+        let dir = self.layout.final_dir(ticket.spec.order_id, &key);
+        info!(order_id = ticket.spec.order_id, download_key_id = %key,
+              label = ticket.spec.label.as_deref().unwrap_or(""), archive = %dir.display(),
+              "the archive is already on disk; adopted, not downloaded");
+        ticket.record.archive = Some(dir);
+        ticket.record.next_poll_at = None;
+        ticket.record.last_error = None;
+        self.timers.cancel(id);
+        self.services.telemetry.metrics.download("adopted");
+        self.transition(id, TicketState::Archived, None);
+        self.queue_post_work(id, false);
+        self.retention_soon();
     }
 
     /// Starts a download job for a `DOWNLOAD_SUCCESS` answer.
@@ -249,7 +325,11 @@ impl Scheduler {
         if let Some(ticket) = self.tickets.get_mut(id)
             && matches!(
                 result,
-                TaskResult::Export(_) | TaskResult::Poll(_) | TaskResult::Job(_)
+                TaskResult::Export(_)
+                    | TaskResult::Poll(_)
+                    | TaskResult::Job(_)
+                    | TaskResult::Adopted
+                    | TaskResult::GaveUp
             )
         {
             ticket.busy = false;
@@ -257,6 +337,8 @@ impl Scheduler {
         match result {
             TaskResult::Export(result) => self.on_export(id, result),
             TaskResult::Poll(result) => self.on_poll(id, result),
+            TaskResult::Adopted => self.on_adopted(id),
+            TaskResult::GaveUp => self.give_up(id),
             TaskResult::Job(outcome) => self.on_job(id, outcome),
             TaskResult::Hook(kind, outcome) => self.on_hook(id, kind, outcome),
             TaskResult::Upload(outcome) => self.on_upload(id, outcome),
@@ -314,4 +396,17 @@ impl Scheduler {
             self.save(&id, Durability::Lazy);
         }
     }
+}
+
+/// Whether the archive of `order_id`/`key` is complete on disk (its manifest is there),
+/// looked at on a blocking thread.
+async fn archive_on_disk(
+    layout: &crate::job::archive::ArchiveLayout,
+    order_id: i64,
+    key: &str,
+) -> bool {
+    let (layout, key) = (layout.clone(), key.to_owned());
+    tokio::task::spawn_blocking(move || layout.is_archived(order_id, &key))
+        .await
+        .unwrap_or(false)
 }

@@ -54,10 +54,11 @@ pub async fn load_tickets(
         loaded
             .into_iter()
             .map(|mut ticket| {
-                // Only tickets still in progress need the check; the key of an export ticket
-                // is known once its record has one.
+                // Every ticket not archived yet needs the check (a failed one too: an archive
+                // is never turned into a failure); the key of an export ticket is known once
+                // its record has one.
                 if let Some(record) = &ticket.record
-                    && !record.state.is_terminal()
+                    && record.state != TicketState::Archived
                     && let Some(key) = &record.download_key_id
                 {
                     ticket.archived_on_disk = layout.is_archived(record.order_id, key);
@@ -103,6 +104,8 @@ pub(super) struct Ticket {
     pub(super) hooks_running: Vec<crate::job::hooks::HookKind>,
     /// The local clean-up after the upload runs.
     pub(super) cleaning: bool,
+    /// When a poll next also looks for an archive that appeared on disk meanwhile.
+    pub(super) next_disk_check: Instant,
 }
 
 /// `give_up_after` measured from when the ticket was first seen (wall clock), as an instant.
@@ -148,7 +151,7 @@ impl Scheduler {
         }
         // The manifest is the truth: a ticket with one is archived, whatever the state says.
         if archived_on_disk
-            && !record.state.is_terminal()
+            && record.state != TicketState::Archived
             && let Some(key) = record.download_key_id.clone()
         {
             record.state = TicketState::Archived;
@@ -198,6 +201,8 @@ impl Scheduler {
             upload_cancel: None,
             hooks_running: Vec::new(),
             cleaning: false,
+            // Just checked while loading.
+            next_disk_check: Instant::now() + super::tasks::DISK_CHECK_EVERY,
         };
         self.count(ticket.record.state, true);
         self.tickets.insert(id.clone(), ticket);
