@@ -509,3 +509,39 @@ async fn a_removed_tickets_partial_download_survives_a_restart() {
     running.shutdown.cancel();
     running.run.await.unwrap();
 }
+
+/// A ticket is (order_id, download_key_id): an export ticket whose key turned out to equal a
+/// pinned ticket's is that ticket, and `status` shows it once, as the pinned one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_whose_key_equals_a_pinned_tickets_is_shown_once() {
+    let mut world = world().await;
+    world.config.ticket(7, "same-key", "pinned");
+    world.config.raw_ticket(
+        "order_id = 7\nlabel = \"exported\"\nexport = { rollback_sql_type = \"REVERSE\" }",
+    );
+    world.config.write(world.root());
+    let statuses = || async {
+        let (code, out, err) = support::run(cli(&world, &["status", "--json"])).await;
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
+    };
+    assert_eq!(statuses().await.len(), 2, "the export has no key yet");
+
+    let config = world.load();
+    let export = config
+        .tickets
+        .iter()
+        .find(|t| t.label.as_deref() == Some("exported"))
+        .unwrap();
+    let mut record = dmstrack::watch::state::TicketRecord::new(export, jiff::Timestamp::now());
+    record.download_key_id = Some("same-key".into());
+    support::write_state_record(&world.state(), &serde_json::to_value(&record).unwrap());
+    let entries = statuses().await;
+    let same: Vec<_> = entries
+        .iter()
+        .filter(|e| e["order_id"] == 7 && e["download_key_id"] == "same-key")
+        .collect();
+    assert_eq!(same.len(), 1, "{entries:?}");
+    assert_eq!(same[0]["label"], "pinned");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+}

@@ -10,8 +10,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{Exit, load_config};
-use crate::config::ConfigEnv;
 use crate::config::UploadSettings;
+use crate::config::{ConfigEnv, TicketSource};
 use crate::job::upload::runner::folder_url;
 use crate::watch::state::{HookState, TicketRecord, TicketState, UploadState, ticket_id};
 
@@ -137,6 +137,25 @@ pub(super) fn run(path: &Path, env: &ConfigEnv, json: bool) -> Exit {
     }
     // Config order first (tickets never run yet show as pending), then tickets that are only
     // in the state directory (removed from the config; their archives stay).
+    // A ticket is (order_id, download_key_id): an export ticket whose key turned out to equal
+    // a pinned ticket's is that ticket, shown once, as the pinned one.
+    let pinned: HashSet<(i64, &str)> = config
+        .tickets
+        .iter()
+        .filter_map(|spec| match &spec.source {
+            TicketSource::Existing { download_key_id } => {
+                Some((spec.order_id, download_key_id.as_str()))
+            }
+            TicketSource::Export(_) => None,
+        })
+        .collect();
+    let is_twin = |record: &TicketRecord| {
+        record.id.contains("-export-")
+            && record
+                .download_key_id
+                .as_deref()
+                .is_some_and(|key| pinned.contains(&(record.order_id, key)))
+    };
     let mut entries = Vec::new();
     let mut shown = HashSet::new();
     for spec in &config.tickets {
@@ -150,10 +169,16 @@ pub(super) fn run(path: &Path, env: &ConfigEnv, json: bool) -> Exit {
                 fresh.next_poll_at = None;
                 fresh
             });
-        entries.push(StatusEntry::new(&record, config.upload.as_ref(), true));
         shown.insert(id);
+        if is_twin(&record) {
+            continue;
+        }
+        entries.push(StatusEntry::new(&record, config.upload.as_ref(), true));
     }
-    for record in records.iter().filter(|r| !shown.contains(&r.id)) {
+    for record in records
+        .iter()
+        .filter(|r| !shown.contains(&r.id) && !is_twin(r))
+    {
         entries.push(StatusEntry::new(record, config.upload.as_ref(), false));
     }
     if json {
