@@ -520,12 +520,11 @@ async fn an_export_whose_key_equals_a_pinned_tickets_is_shown_once() {
         "order_id = 7\nlabel = \"exported\"\nexport = { rollback_sql_type = \"REVERSE\" }",
     );
     world.config.write(world.root());
-    let statuses = || async {
-        let (code, out, err) = support::run(cli(&world, &["status", "--json"])).await;
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
-    };
-    assert_eq!(statuses().await.len(), 2, "the export has no key yet");
+    assert_eq!(
+        status_entries(&world).await.len(),
+        2,
+        "the export has no key yet"
+    );
 
     let config = world.load();
     let export = config
@@ -536,7 +535,7 @@ async fn an_export_whose_key_equals_a_pinned_tickets_is_shown_once() {
     let mut record = dmstrack::watch::state::TicketRecord::new(export, jiff::Timestamp::now());
     record.download_key_id = Some("same-key".into());
     support::write_state_record(&world.state(), &serde_json::to_value(&record).unwrap());
-    let entries = statuses().await;
+    let entries = status_entries(&world).await;
     let same: Vec<_> = entries
         .iter()
         .filter(|e| e["order_id"] == 7 && e["download_key_id"] == "same-key")
@@ -544,4 +543,26 @@ async fn an_export_whose_key_equals_a_pinned_tickets_is_shown_once() {
     assert_eq!(same.len(), 1, "{entries:?}");
     assert_eq!(same[0]["label"], "pinned");
     assert_eq!(entries.len(), 1, "{entries:?}");
+
+    // A twin with something of its own to report (here: failed) is shown.
+    record.state = dmstrack::watch::state::TicketState::Failed;
+    support::write_state_record(&world.state(), &serde_json::to_value(&record).unwrap());
+    assert_eq!(status_entries(&world).await.len(), 2);
+
+    // A pinned key that happens to read like an export ticket's id is never taken for a twin.
+    world.config.ticket(8, "nightly-export-1", "pinned too");
+    world.config.write(world.root());
+    let entries = status_entries(&world).await;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["download_key_id"] == "nightly-export-1"),
+        "{entries:?}"
+    );
+}
+
+async fn status_entries(world: &World) -> Vec<serde_json::Value> {
+    let (code, out, err) = support::run(cli(world, &["status", "--json"])).await;
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
 }

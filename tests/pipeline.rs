@@ -1054,6 +1054,41 @@ async fn give_up_after_is_kept_to_time() {
     );
 }
 
+/// A reload that shortens `give_up_after` is kept to time too: a poll queued past the new
+/// deadline comes back to it.
+#[tokio::test(start_paused = true)]
+async fn a_shorter_give_up_after_on_reload_is_kept_to_time() {
+    let mut world = World::new("v3").await;
+    world.dms.script_ticket(7, KEY, []); // INIT forever
+    world
+        .config
+        .set("poll", "initial_interval", "\"10m\"")
+        .set("poll", "max_interval", "\"10m\"")
+        .set("poll", "jitter", "0.0");
+    world.config.ticket(7, KEY, "slow");
+    let running = world.start(false).await;
+    wait_until("the first poll", VIRTUAL_LIMIT, || {
+        world.status_calls() >= 1
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    world.config.set("poll", "give_up_after", "\"30s\"");
+    world.config.write(world.root());
+    running.reload.send(()).await.unwrap();
+    wait_until("the ticket gives up", VIRTUAL_LIMIT, || {
+        support::state_record(&world.state(), 7, KEY).is_some_and(|r| r["state"] == "failed")
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(world.status_calls(), 1, "no second poll before giving up");
+    running.shutdown.cancel();
+    running.run.await.unwrap();
+}
+
 // ---- 8. downloads and polls ----
 
 /// On real time (see [`World::real_time`]).

@@ -4,7 +4,7 @@
 //! warns when that folder does not exist: run by hand on a systemd host without
 //! `STATE_DIRECTORY`, it would otherwise read an empty folder and show every ticket pending.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -138,23 +138,30 @@ pub(super) fn run(path: &Path, env: &ConfigEnv, json: bool) -> Exit {
     // Config order first (tickets never run yet show as pending), then tickets that are only
     // in the state directory (removed from the config; their archives stay).
     // A ticket is (order_id, download_key_id): an export ticket whose key turned out to equal
-    // a pinned ticket's is that ticket, shown once, as the pinned one.
-    let pinned: HashSet<(i64, &str)> = config
+    // a pinned ticket's is that ticket, shown once, as the pinned one, as long as it has
+    // nothing of its own to report (a failure, an upload or hook not done).
+    let pinned: HashMap<(i64, &str), String> = config
         .tickets
         .iter()
         .filter_map(|spec| match &spec.source {
             TicketSource::Existing { download_key_id } => {
-                Some((spec.order_id, download_key_id.as_str()))
+                Some(((spec.order_id, download_key_id.as_str()), ticket_id(spec)))
             }
             TicketSource::Export(_) => None,
         })
         .collect();
     let is_twin = |record: &TicketRecord| {
-        record.id.contains("-export-")
+        let pinned_id = record
+            .download_key_id
+            .as_deref()
+            .and_then(|key| pinned.get(&(record.order_id, key)));
+        let quiet = record.state != TicketState::Failed
             && record
-                .download_key_id
-                .as_deref()
-                .is_some_and(|key| pinned.contains(&(record.order_id, key)))
+                .upload
+                .as_ref()
+                .is_none_or(|u| u.state == UploadState::Uploaded)
+            && record.hooks.values().all(|h| h.state == HookState::Ok);
+        pinned_id.is_some_and(|pinned_id| *pinned_id != record.id) && quiet
     };
     let mut entries = Vec::new();
     let mut shown = HashSet::new();

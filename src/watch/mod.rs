@@ -489,6 +489,12 @@ impl Scheduler {
                 error!(error = %err, "a ticket task panicked while stopping");
             }
         }
+        // A retention scan still running removes folders: their records must say so.
+        if let Some(scan) = self.retention_task.as_mut()
+            && let Ok(removed) = tokio::time::timeout(SHUTDOWN_GRACE, scan).await
+        {
+            self.retention_done(removed.unwrap_or_default());
+        }
         self.save_progress();
     }
 }

@@ -119,7 +119,7 @@ impl Scheduler {
             let upload_open = uploads
                 && record.upload.as_ref().is_some_and(|u| {
                     matches!(u.state, UploadState::Pending | UploadState::Uploading)
-                        || (u.state == UploadState::Uploaded && !u.cleaned)
+                        || (u.state == UploadState::Uploaded && !u.cleaned && !t.cleanup_failed)
                 });
             let hook_open = record
                 .hooks
@@ -440,6 +440,7 @@ impl Scheduler {
             .is_some_and(|u| u.state == UploadState::Uploaded && !u.cleaned)
             && ticket.hooks_running.is_empty()
             && !ticket.cleaning
+            && !ticket.cleanup_failed
             && !ticket
                 .record
                 .hooks
@@ -492,6 +493,7 @@ impl Scheduler {
                 self.save(id, Durability::Now);
             }
             Err(err) => {
+                ticket.cleanup_failed = true;
                 warn!(order_id = ticket.spec.order_id, error = %err, "local clean-up after the upload failed; it is tried again at the next start");
             }
         }

@@ -45,10 +45,21 @@ impl Scheduler {
                 None => added.push(spec.clone()),
             }
         }
-        // Deadlines follow a changed give_up_after.
+        // Deadlines follow a changed give_up_after; a poll queued past a shorter one comes
+        // back to it.
         let give_up_after = self.services.poll.give_up_after;
-        for ticket in self.tickets.values_mut() {
+        let mut earlier = Vec::new();
+        for (id, ticket) in self.tickets.iter_mut() {
             ticket.deadline = deadline_of(&ticket.record, give_up_after);
+            if let Some(at) = self.timers.due_at(id)
+                && at > ticket.deadline
+            {
+                earlier.push(id.clone());
+            }
+        }
+        for id in earlier {
+            let deadline = self.tickets[&id].deadline;
+            self.schedule(&id, deadline);
         }
         info!(
             added = added.len(),

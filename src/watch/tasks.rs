@@ -173,6 +173,19 @@ impl Scheduler {
         self.own(handle.id(), id, TaskKind::Poll);
     }
 
+    /// The last look found no archive: the ticket fails, unless a reload meanwhile moved its
+    /// deadline (a longer `give_up_after`).
+    fn gave_up(&mut self, id: &str) {
+        let Some(ticket) = self.tickets.get(id) else {
+            return;
+        };
+        if tokio::time::Instant::now() < ticket.deadline {
+            self.schedule(id, tokio::time::Instant::now());
+        } else {
+            self.give_up(id);
+        }
+    }
+
     /// Fails a ticket whose `give_up_after` ran out.
     fn give_up(&mut self, id: &str) {
         let after = humantime::format_duration(self.services.poll.give_up_after);
@@ -338,7 +351,7 @@ impl Scheduler {
             TaskResult::Export(result) => self.on_export(id, result),
             TaskResult::Poll(result) => self.on_poll(id, result),
             TaskResult::Adopted => self.on_adopted(id),
-            TaskResult::GaveUp => self.give_up(id),
+            TaskResult::GaveUp => self.gave_up(id),
             TaskResult::Job(outcome) => self.on_job(id, outcome),
             TaskResult::Hook(kind, outcome) => self.on_hook(id, kind, outcome),
             TaskResult::Upload(outcome) => self.on_upload(id, outcome),

@@ -106,6 +106,9 @@ pub(super) struct Ticket {
     pub(super) cleaning: bool,
     /// When a poll next also looks for an archive that appeared on disk meanwhile.
     pub(super) next_disk_check: Instant,
+    /// The local clean-up after the upload failed in this process: it is tried again at the
+    /// next start, and until then it holds nothing up (`run --once` ends).
+    pub(super) cleanup_failed: bool,
 }
 
 /// `give_up_after` measured from when the ticket was first seen (wall clock), as an instant.
@@ -203,6 +206,7 @@ impl Scheduler {
             cleaning: false,
             // Just checked while loading.
             next_disk_check: Instant::now() + super::tasks::DISK_CHECK_EVERY,
+            cleanup_failed: false,
         };
         self.count(ticket.record.state, true);
         self.tickets.insert(id.clone(), ticket);

@@ -31,6 +31,11 @@ impl<K: Ord + std::hash::Hash + Clone> TimerQueue<K> {
         self.by_ticket.insert(key, at);
     }
 
+    /// When `key` is due, if it is queued.
+    pub(super) fn due_at(&self, key: &K) -> Option<Instant> {
+        self.by_ticket.get(key).copied()
+    }
+
     /// Removes `key`'s entry, if any.
     pub(super) fn cancel_key(&mut self, key: &K) {
         if let Some(at) = self.by_ticket.remove(key) {
