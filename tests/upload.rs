@@ -278,27 +278,34 @@ async fn files_content_and_keep_local_false() {
     assert!(support::tree(&world.archive().join(".dmstrack/trash")).is_empty());
 }
 
-/// A stop in the middle of a multipart upload (the daemon is stopped while a part hangs):
-/// the next run resumes the same upload, sends only the parts not yet confirmed, and the
-/// object is whole.
-#[tokio::test(start_paused = true)]
-async fn a_stop_mid_multipart_resumes_the_same_upload() {
-    let zip = big_zip(450 * 1024, 2);
-    let mut world = oss_world(&zip).await;
+/// An OSS world uploading `zip` in 100 KiB parts, one at a time, stopped while part
+/// `hung_part` hangs.
+async fn stopped_mid_multipart(zip: &[u8], hung_part: u64) -> World {
+    let mut world = oss_world(zip).await;
     world
         .config
         .set("upload", "part_size", "\"100KiB\"")
         .set("upload", "concurrency", "1");
     world
         .oss
-        .inject_upload_fault_on_call(OssOperation::UploadPart, 3, UploadFault::Stall);
+        .inject_upload_fault_on_call(OssOperation::UploadPart, hung_part, UploadFault::Stall);
     let running = world.start(false).await;
-    wait_until("the third part hangs", VIRTUAL_LIMIT, || {
-        world.oss.call_count(OssOperation::UploadPart) >= 3
+    wait_until("a part hangs", VIRTUAL_LIMIT, || {
+        world.oss.call_count(OssOperation::UploadPart) >= hung_part
     })
     .await;
     running.shutdown.cancel();
     running.run.await.unwrap();
+    world
+}
+
+/// A stop in the middle of a multipart upload (the daemon is stopped while a part hangs):
+/// the next run resumes the same upload, sends only the parts not yet confirmed, and the
+/// object is whole.
+#[tokio::test(start_paused = true)]
+async fn a_stop_mid_multipart_resumes_the_same_upload() {
+    let zip = big_zip(450 * 1024, 2);
+    let world = stopped_mid_multipart(&zip, 3).await;
     assert_eq!(upload_of(&world)["state"], "pending");
     let [upload] = world.oss.multipart_uploads().try_into().unwrap();
 
@@ -328,21 +335,7 @@ async fn a_stop_mid_multipart_resumes_the_same_upload() {
 #[tokio::test(start_paused = true)]
 async fn an_upload_no_longer_continued_is_aborted_not_left_in_the_bucket() {
     let zip = big_zip(450 * 1024, 3);
-    let mut world = oss_world(&zip).await;
-    world
-        .config
-        .set("upload", "part_size", "\"100KiB\"")
-        .set("upload", "concurrency", "1");
-    world
-        .oss
-        .inject_upload_fault_on_call(OssOperation::UploadPart, 2, UploadFault::Stall);
-    let running = world.start(false).await;
-    wait_until("the second part hangs", VIRTUAL_LIMIT, || {
-        world.oss.call_count(OssOperation::UploadPart) >= 2
-    })
-    .await;
-    running.shutdown.cancel();
-    running.run.await.unwrap();
+    let mut world = stopped_mid_multipart(&zip, 2).await;
     assert_eq!(world.oss.multipart_uploads().len(), 1);
 
     world.config.set("upload", "part_size", "\"1MiB\"");
